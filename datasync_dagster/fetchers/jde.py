@@ -1,0 +1,78 @@
+"""The JDE encodings: Julian CYYDDD dates, HHMMSS times and amounts with implied decimals."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+from datasync_dagster.errors import DecodeError
+
+_MIDNIGHT = time(0, 0, 0)
+
+
+def julian_to_date(value: int | None) -> date | None:
+    """Decode a JDE Julian date CYYDDD: 124060 is 2024-02-29, 99365 is 1999-12-31, 0 is none."""
+    if value is None or value == 0:
+        return None
+    number = int(value)
+    year, day = 1900 + number // 1000, number % 1000
+    first = date(year, 1, 1)
+    last_day = (date(year + 1, 1, 1) - first).days
+    if number < 0 or number != value or not 1 <= day <= last_day:
+        raise ValueError(f"`{value}` is not a Julian date CYYDDD (day {day} of {year})")
+    return first + timedelta(days=day - 1)
+
+
+def hhmmss_to_time(value: int | None) -> time | None:
+    """Decode a JDE time of day HHMMSS: 143005 is 14:30:05, 0 is midnight."""
+    if value is None:
+        return None
+    number = int(value)
+    hours, minutes, seconds = number // 10000, number // 100 % 100, number % 100
+    if number < 0 or number != value or hours > 23 or minutes > 59 or seconds > 59:
+        raise ValueError(f"`{value}` is not a time HHMMSS")
+    return time(hours, minutes, seconds)
+
+
+def implied_decimal(value: Any, decimals: int) -> Decimal | None:
+    """Scale an integer amount with `decimals` implied places to an exact decimal."""
+    if value is None:
+        return None
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"`{value}` has a fraction, but implied decimals need an integer")
+        value = int(value)
+    return Decimal(value).scaleb(-decimals)
+
+
+def joined_timestamp(julian: int | None, hhmmss: int | None) -> datetime | None:
+    """One timestamp from a Julian date and an HHMMSS time; no date gives no timestamp."""
+    day = julian_to_date(julian)
+    if day is None:
+        return None
+    return datetime.combine(day, hhmmss_to_time(hhmmss) or _MIDNIGHT)
+
+
+class MemoDecoder(dict[Any, Any]):
+    """Decodes a column value by value, computing each distinct value once.
+
+    Dates and times repeat heavily in JDE tables, so a lookup replaces most of the arithmetic;
+    a fresh memo per batch keeps memory bounded by the batch size.
+    """
+
+    def __init__(self, decode: Callable[[Any], Any], column: str) -> None:
+        super().__init__()
+        self._decode = decode
+        self._column = column
+
+    def __missing__(self, value: Any) -> Any:
+        try:
+            decoded = self._decode(value)
+        except (ValueError, TypeError, ArithmeticError) as e:
+            raise DecodeError(
+                f"column `{self._column}`: {e}; fix the source row or the column's `decode` rule"
+            ) from e
+        self[value] = decoded
+        return decoded

@@ -1,0 +1,238 @@
+"""What every cache writer does: stage the rows of one sync, then merge them in one transaction."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+
+from datasync_dagster.errors import DuplicateKeys, SchemaMismatch
+from datasync_dagster.fetchers.base import Batch, ColumnSpec
+from datasync_dagster.identifiers import checked, qualified, quote
+
+log = logging.getLogger(__name__)
+
+_DUPLICATES_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class MergeCounts:
+    """What a merge did to the cache table."""
+
+    upserted: int
+    deleted: int
+
+
+@dataclass(frozen=True)
+class StagingTable:
+    """The staging table of one sync and the cache table it merges into."""
+
+    name: str
+    target: str
+    schema: str | None
+    columns: Sequence[ColumnSpec]
+    key_columns: Sequence[str]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [column.name for column in self.columns]
+
+    @property
+    def value_columns(self) -> list[str]:
+        keys = {key.upper() for key in self.key_columns}
+        return [name for name in self.column_names if name.upper() not in keys]
+
+
+class CacheWriter(ABC):
+    """Writes syncs into one cache database. Each dialect is one subclass in its own module."""
+
+    dialect_name: ClassVar[str]
+
+    def __init__(self, engine: sa.Engine, schema: str | None = None):
+        self.engine = engine
+        self.schema = schema
+        self.dialect = engine.dialect
+
+    def q(self, name: str) -> str:
+        """A quoted identifier of this cache's dialect."""
+        return quote(self.dialect, name)
+
+    def table_name(self, name: str) -> str:
+        """A quoted cache table name with its schema."""
+        return qualified(self.dialect, name, self.schema)
+
+    @contextmanager
+    def staging(
+        self, target: str, columns: Sequence[ColumnSpec], key_columns: Sequence[str]
+    ) -> Iterator[Staging]:
+        """Hold one connection with a new staging table for a sync into `target`.
+
+        The caller loads batches and calls `merge`, whose one transaction is the only one that
+        touches the cache table: leaving the block any other way leaves the cache table exactly
+        as it was. The staging table is dropped on every path.
+        """
+        checked(target, "cache table")
+        staging = StagingTable(
+            name=self.staging_name(target),
+            target=target,
+            schema=self.schema,
+            columns=columns,
+            key_columns=_keys_as_columns(key_columns, columns, target),
+        )
+        with self.engine.connect() as connection:
+            try:
+                with connection.begin():
+                    self.create_staging(connection, staging)
+                yield Staging(self, connection, staging)
+            finally:
+                if connection.in_transaction():
+                    connection.rollback()
+                self.drop_staging(connection, staging)
+
+    @contextmanager
+    def merge_transaction(self, connection: sa.Connection) -> Iterator[None]:
+        """The transaction of the merge; dialects that must lock up front override it."""
+        with connection.begin():
+            yield
+
+    def staging_name(self, target: str) -> str:
+        """A staging table name unique to this sync: the cache table's name and a random suffix."""
+        return f"stg_{target[:40]}_{uuid.uuid4().hex[:12]}"
+
+    def prepare_cache_table(self, connection: sa.Connection, staging: StagingTable) -> None:
+        """Create the cache table when it is missing, add columns the source has gained."""
+        inspector = sa.inspect(connection)
+        if not inspector.has_table(staging.target, schema=self.schema):
+            self.cache_table(staging).create(connection)
+            log.info("created cache table %s", staging.target)
+            return
+        present = {c["name"].upper() for c in inspector.get_columns(staging.target, self.schema)}
+        for column in staging.columns:
+            if column.name.upper() not in present:
+                self.add_column(connection, staging, column)
+
+    def cache_table(self, staging: StagingTable) -> sa.Table:
+        """The cache table as SQLAlchemy creates it: the source columns, keyed by the keys."""
+        keys = {key.upper() for key in staging.key_columns}
+        return sa.Table(
+            staging.target,
+            sa.MetaData(),
+            *[
+                sa.Column(
+                    c.name,
+                    self.cache_type(c.type),
+                    nullable=c.nullable and c.name.upper() not in keys,
+                    primary_key=c.name.upper() in keys,
+                    autoincrement=False,
+                )
+                for c in staging.columns
+            ],
+            schema=self.schema,
+        )
+
+    def cache_type(self, type_: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
+        """The type a cache column gets for a decoded source type; dialects refine it."""
+        return type_
+
+    def add_column(
+        self, connection: sa.Connection, staging: StagingTable, column: ColumnSpec
+    ) -> None:
+        type_sql = self.cache_type(column.type).compile(dialect=self.dialect)
+        connection.exec_driver_sql(
+            f"ALTER TABLE {self.table_name(staging.target)} ADD {self.q(column.name)} {type_sql}"
+        )
+        log.warning(
+            "cache table %s gained column %s from the source; rows synced before stay NULL "
+            "there until the next Mass sync",
+            staging.target,
+            column.name,
+        )
+
+    def drop_staging(self, connection: sa.Connection, staging: StagingTable) -> None:
+        """Drop the staging table if it still exists; never raise over the sync's own error."""
+        try:
+            with connection.begin():
+                connection.exec_driver_sql(f"DROP TABLE IF EXISTS {self.staging_ref(staging)}")
+        except sa.exc.SQLAlchemyError:
+            log.warning("could not drop staging table %s", staging.name, exc_info=True)
+
+    def duplicate_keys(
+        self, connection: sa.Connection, staging: StagingTable
+    ) -> list[tuple[Any, ...]]:
+        """A few keys that occur more than once in the staging table."""
+        keys = ", ".join(self.q(k) for k in staging.key_columns)
+        rows = connection.exec_driver_sql(
+            f"SELECT {keys} FROM {self.staging_ref(staging)} GROUP BY {keys} "
+            f"HAVING COUNT(*) > 1 ORDER BY {keys}"
+        ).fetchmany(_DUPLICATES_SHOWN)
+        return [tuple(row) for row in rows]
+
+    def raise_duplicates(self, staging: StagingTable, keys: list[tuple[Any, ...]]) -> None:
+        raise DuplicateKeys(
+            f"cache table `{staging.target}`: the source repeats key "
+            f"({', '.join(staging.key_columns)}) for {keys}; the key columns must identify one "
+            "row each: fix `key_columns` or the source rows"
+        )
+
+    @abstractmethod
+    def staging_ref(self, staging: StagingTable) -> str:
+        """How SQL names the staging table."""
+
+    def create_staging(self, connection: sa.Connection, staging: StagingTable) -> None:
+        """Create the empty staging table: the sync's columns, all nullable, no key."""
+        sa.Table(
+            staging.name,
+            sa.MetaData(),
+            *[sa.Column(c.name, self.cache_type(c.type), nullable=True) for c in staging.columns],
+            prefixes=["TEMPORARY"],
+        ).create(connection)
+
+    @abstractmethod
+    def load(self, connection: sa.Connection, staging: StagingTable, batch: Batch) -> None:
+        """Bulk-load one batch of rows into the staging table."""
+
+    @abstractmethod
+    def merge(
+        self, connection: sa.Connection, staging: StagingTable, *, delete_missing: bool
+    ) -> MergeCounts:
+        """Upsert the staged rows into the cache table by key; with `delete_missing`, also delete
+        the cache rows whose keys are not staged. Runs inside the sync's transaction."""
+
+
+class Staging:
+    """The handle a sync holds while it loads its staging table."""
+
+    def __init__(self, writer: CacheWriter, connection: sa.Connection, table: StagingTable):
+        self._writer = writer
+        self._connection = connection
+        self.table = table
+        self.rows = 0
+
+    def load(self, batch: Batch) -> None:
+        if batch:
+            with self._connection.begin():
+                self._writer.load(self._connection, self.table, batch)
+            self.rows += len(batch)
+
+    def merge(self, *, delete_missing: bool) -> MergeCounts:
+        """Create or widen the cache table and merge into it, in one transaction."""
+        with self._writer.merge_transaction(self._connection):
+            self._writer.prepare_cache_table(self._connection, self.table)
+            return self._writer.merge(self._connection, self.table, delete_missing=delete_missing)
+
+
+def _keys_as_columns(keys: Sequence[str], columns: Sequence[ColumnSpec], target: str) -> list[str]:
+    by_upper = {column.name.upper(): column.name for column in columns}
+    missing = [key for key in keys if key.upper() not in by_upper]
+    if missing:
+        raise SchemaMismatch(
+            f"cache table `{target}`: key columns {missing} are not among the columns read "
+            f"{sorted(by_upper.values())}; fix `key_columns`"
+        )
+    return [by_upper[key.upper()] for key in keys]
