@@ -1,32 +1,67 @@
-"""Fetchers read source tables; `fetcher_for` picks the one a source system needs."""
+"""Fetchers read source tables; `fetcher_for` picks the one a source's database needs.
+
+- Oracle (JDE in production): `OracleFetcher`, SQLAlchemy over python-oracledb in thin mode.
+- Sybase ASE (CMS in production), URL `sybase+pyodbc://`: `OdbcFetcher`, plain DBAPI over
+  pyodbc and FreeTDS, since SQLAlchemy 2 has no ASE dialect.
+- Any other SQLAlchemy URL (SQLite, PostgreSQL, MariaDB, SQL Server): `SqlFetcher`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from datasync_dagster.config import DataSourceConfig, TableConfig
 from datasync_dagster.fetchers.base import Batch, ColumnSpec, DataFetcher, Row, Watermark
 from datasync_dagster.fetchers.sql import SqlFetcher
+
+if TYPE_CHECKING:
+    from datasync_dagster.fetchers.sybase import OdbcSource
 
 __all__ = [
     "Batch",
     "ColumnSpec",
     "DataFetcher",
     "Row",
+    "SourceEngine",
     "SqlFetcher",
     "Watermark",
     "create_source_engine",
     "fetcher_for",
 ]
 
+# What `create_source_engine` makes: an SQLAlchemy engine, or for ASE an `OdbcSource`. Both
+# are handed to `fetcher_for` and released with `dispose()`.
+SourceEngine: TypeAlias = "sa.Engine | OdbcSource"
 
-def create_source_engine(source: DataSourceConfig, **kwargs: Any) -> sa.Engine:
-    """An engine for a source, from its URL (read from the environment where configured)."""
-    return sa.create_engine(source.resolve_url(), pool_pre_ping=True, **kwargs)
+ASE_BACKEND = "sybase"
 
 
-def fetcher_for(engine: sa.Engine, source: DataSourceConfig, table: TableConfig) -> DataFetcher:
-    """The fetcher of one configured table."""
+def create_source_engine(source: DataSourceConfig, **kwargs: Any) -> SourceEngine:
+    """The engine of a source, from its URL (read from the environment where configured)."""
+    url = make_url(source.resolve_url())
+    backend = url.get_backend_name()
+    if backend == ASE_BACKEND:
+        from datasync_dagster.fetchers.sybase import ase_source
+
+        return ase_source(url)
+    if backend == "oracle":
+        from datasync_dagster.fetchers.oracle import create_oracle_engine
+
+        return create_oracle_engine(source, **kwargs)
+    return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def fetcher_for(engine: SourceEngine, source: DataSourceConfig, table: TableConfig) -> DataFetcher:
+    """The fetcher of one configured table, for the kind of database behind `engine`."""
+    if not isinstance(engine, sa.Engine):
+        from datasync_dagster.fetchers.sybase import OdbcFetcher
+
+        return OdbcFetcher(engine, source, table)
+    if engine.dialect.name == "oracle":
+        from datasync_dagster.fetchers.oracle import OracleFetcher
+
+        return OracleFetcher(engine, source, table)
     return SqlFetcher(engine, source, table)
