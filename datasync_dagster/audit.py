@@ -26,6 +26,7 @@ DATA_UPDATE = "DataUpdate"
 LAST_DATA_UPDATES = "LastDataUpdates"
 ERROR_LENGTH = 4000
 HOST = socket.gethostname()
+_ENSURE_ATTEMPTS = 3
 
 
 def _data_update_table(metadata: sa.MetaData, schema: str | None) -> sa.Table:
@@ -119,7 +120,21 @@ class AuditLog:
         self.table = _data_update_table(self.metadata, schema)
 
     def ensure(self) -> None:
-        """Create `DataUpdate`, its indexes and the `LastDataUpdates` view where missing."""
+        """Create `DataUpdate`, its indexes and the `LastDataUpdates` view where missing.
+
+        Processes starting at once on a new cache may all find them missing; those that lose
+        the race to create them look again and find them.
+        """
+        for attempt in range(1, _ENSURE_ATTEMPTS + 1):
+            try:
+                self._create_missing()
+                return
+            except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+                if attempt == _ENSURE_ATTEMPTS:
+                    raise
+                log.info("%s was being created by another process; looking again", DATA_UPDATE)
+
+    def _create_missing(self) -> None:
         with self._writing() as connection:
             self.metadata.create_all(connection, checkfirst=True)
             views = sa.inspect(connection).get_view_names(schema=self.schema)
@@ -200,7 +215,7 @@ class AuditLog:
 
     def open_updates(self, table_name: str | None = None) -> list[DataUpdate]:
         """The rows of syncs that have started and not ended."""
-        where = [self.table.c.EndedAt.is_(None)]
+        where: list[sa.ColumnElement[bool]] = [self.table.c.EndedAt.is_(None)]
         if table_name is not None:
             where.append(self.table.c.TableName == table_name)
         return self._select(sa.select(self.table).where(*where).order_by(self.table.c.Id))
@@ -238,11 +253,12 @@ class AuditLog:
     def _view_sql(self, dialect: sa.Dialect) -> str:
         t = self.table
         later = sa.alias(t, "later")
+        # `= true`, not `IS true`: T-SQL has no IS for a BIT, and renders true as 1.
         newest_success = sa.select(t).where(
-            t.c.Success.is_(True),
+            t.c.Success == sa.true(),
             ~sa.exists().where(
                 later.c.TableName == t.c.TableName,
-                later.c.Success.is_(True),
+                later.c.Success == sa.true(),
                 later.c.Id > t.c.Id,
             ),
         )

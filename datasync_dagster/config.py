@@ -95,8 +95,9 @@ class _Connection(_Model):
             except ArgumentError as e:
                 raise ValueError(f"`url` is not an SQLAlchemy URL: {e}") from e
             if parsed.password is not None:
+                shown = parsed.render_as_string(hide_password=True)
                 raise ValueError(
-                    "`url` holds a password; put the URL in an environment variable "
+                    f"`url` `{shown}` holds a password; put the URL in an environment variable "
                     "and name it with `url_env`"
                 )
         return self
@@ -297,7 +298,9 @@ def load_config(path: Path | str | None = None, *, check_env: bool = True) -> Da
             f"point {CONFIG_ENV} at a readable file"
         ) from e
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax there: {e}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with `sources` and `tables`")
 
@@ -351,25 +354,46 @@ def _cross_check(config: DataSyncConfig, *, check_env: bool) -> list[str]:
 
 def _describe(error: ValidationError, data: dict[str, Any]) -> str:
     """Turn pydantic's errors into entries named by their `name`, not only their index."""
-    parts = []
+    parts: list[str] = []
     for item in error.errors():
-        loc = list(item["loc"])
-        where = []
+        where: list[str] = []
         node: Any = data
-        for step in loc:
-            node = node[step] if isinstance(node, (dict, list)) and _has(node, step) else None
+        for step in item["loc"]:
+            node = _child(node, step)
             if isinstance(step, int) and isinstance(node, dict) and "name" in node:
                 where[-1] = f"{where[-1]}[{step}] (`{node['name']}`)"
             elif isinstance(step, int):
                 where[-1] = f"{where[-1]}[{step}]"
             else:
                 where.append(str(step))
-        message = item["msg"].removeprefix("Value error, ")
-        parts.append(f"{'.'.join(where) or 'top level'}: {message}")
+        parts.append(f"{'.'.join(where) or 'top level'}: {_message(item)}")
     return "; ".join(parts)
 
 
-def _has(node: dict[Any, Any] | list[Any], step: Any) -> bool:
+def _message(item: Any) -> str:
+    """Pydantic's message of one error, with the fix where pydantic leaves it unsaid."""
+    message = str(item["msg"]).removeprefix("Value error, ")
+    field = item["loc"][-1] if item["loc"] else None
+    kind = item["type"]
+    if kind == "missing":
+        return f"`{field}` is missing; add it"
+    if kind == "extra_forbidden":
+        return f"`{field}` is not a known setting; remove it or correct its spelling"
+    if kind in ("literal_error", "enum"):
+        expected = item.get("ctx", {}).get("expected")
+        return f"`{item['input']}` is not allowed; use {expected}" if expected else message
+    if kind == "union_tag_invalid":
+        ctx = item["ctx"]
+        return f"`{ctx['tag']}` is not a known {ctx['discriminator']}; use {ctx['expected_tags']}"
+    if kind == "too_short":
+        return f"{message}; list at least one"
+    return message
+
+
+def _child(node: Any, step: int | str) -> Any:
+    """The entry at `step` of a mapping or list read from the YAML, or None."""
     if isinstance(node, dict):
-        return step in node
-    return isinstance(step, int) and 0 <= step < len(node)
+        return node.get(step)
+    if isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
+        return node[step]
+    return None

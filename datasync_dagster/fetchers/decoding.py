@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from datetime import datetime
+from decimal import Context, Decimal, Inexact
+from itertools import repeat
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,6 +33,13 @@ from datasync_dagster.fetchers.jde import (
 ColumnStep = Callable[[Sequence[Sequence[Any]]], Sequence[Any]]
 
 _WIDEST_DECIMAL = 38
+
+# Dates and times come from small domains, so their memos live as long as the plan, and are
+# emptied only past this many entries.
+_MEMO_LIMIT = 100_000
+
+# Scaling an integer by a power of ten in this context is exact or raises: it never rounds.
+_EXACT = Context(prec=2 * _WIDEST_DECIMAL, traps=[Inexact])
 
 
 def generic_type(type_: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
@@ -84,13 +94,14 @@ class DecodePlan:
         name = column.name
         if isinstance(rule, JulianDate):
             self._steps.append(_memo_step(i, julian_to_date, name))
-            self._columns.append(replace(column, type=sa.Date()))
+            # 0 means no date, so a NOT NULL source column still yields NULLs.
+            self._columns.append(replace(column, type=sa.Date(), nullable=True))
         elif isinstance(rule, HhmmssTime):
             self._steps.append(_memo_step(i, hhmmss_to_time, name))
             self._columns.append(replace(column, type=sa.Time()))
         elif isinstance(rule, ImpliedDecimal):
             decimals = rule.decimals
-            self._steps.append(_memo_step(i, lambda v: implied_decimal(v, decimals), name))
+            self._steps.append(_implied_decimal_step(i, decimals, name))
             precision = min(_WIDEST_DECIMAL, max(_precision(column.type), decimals + 1))
             self._columns.append(replace(column, type=sa.Numeric(precision, decimals)))
         elif isinstance(rule, Trim):
@@ -107,11 +118,7 @@ class DecodePlan:
                 "table does not have; name an existing date and time column"
             ) from None
 
-        def step(raw: Sequence[Sequence[Any]]) -> Sequence[Any]:
-            memo = MemoDecoder(lambda pair: joined_timestamp(*pair), name)
-            return list(map(memo.__getitem__, zip(raw[date_at], raw[time_at], strict=True)))
-
-        self._steps.append(step)
+        self._steps.append(_timestamp_step(date_at, time_at, name))
         self._columns.append(ColumnSpec(name=name, type=sa.DateTime(), nullable=True))
 
 
@@ -123,16 +130,62 @@ def _rule_for(table: TableConfig, column: str) -> Any:
 
 
 def _memo_step(i: int, decode: Callable[[Any], Any], column: str) -> ColumnStep:
+    memo = _BoundedMemo(decode, column)
+
     def step(raw: Sequence[Sequence[Any]]) -> Sequence[Any]:
-        # A memo per batch: repeated values decode once, and memory stays bounded by the batch.
-        return list(map(MemoDecoder(decode, column).__getitem__, raw[i]))
+        return list(map(memo.fresh().__getitem__, raw[i]))
 
     return step
 
 
+def _implied_decimal_step(i: int, decimals: int, column: str) -> ColumnStep:
+    unit = Decimal(1).scaleb(-decimals)
+
+    def step(raw: Sequence[Sequence[Any]]) -> Sequence[Any]:
+        values = raw[i]
+        # Amounts rarely repeat, so a column of plain ints is scaled at once, without a memo.
+        if set(map(type, values)) <= {int}:
+            try:
+                return list(map(_EXACT.multiply, values, repeat(unit)))
+            except Inexact:
+                pass
+        memo = MemoDecoder(lambda v: implied_decimal(v, decimals), column)
+        return list(map(memo.__getitem__, values))
+
+    return step
+
+
+def _timestamp_step(date_at: int, time_at: int, column: str) -> ColumnStep:
+    days, times = _BoundedMemo(julian_to_date, column), _BoundedMemo(hhmmss_to_time, column)
+
+    def step(raw: Sequence[Sequence[Any]]) -> Sequence[Any]:
+        # A date and a time make a timestamp; rows without one of them go the long way.
+        day = list(map(days.fresh().__getitem__, raw[date_at]))
+        if None not in day:
+            clock = list(map(times.fresh().__getitem__, raw[time_at]))
+            if None not in clock:
+                return list(map(datetime.combine, day, clock))
+        memo = MemoDecoder(lambda pair: joined_timestamp(*pair), column)
+        return list(map(memo.__getitem__, zip(raw[date_at], raw[time_at], strict=True)))
+
+    return step
+
+
+class _BoundedMemo(MemoDecoder):
+    """A memo kept from batch to batch, emptied when it grows past `_MEMO_LIMIT` entries."""
+
+    def fresh(self) -> _BoundedMemo:
+        if len(self) > _MEMO_LIMIT:
+            self.clear()
+        return self
+
+
 def _trim_step(i: int) -> ColumnStep:
     def step(raw: Sequence[Sequence[Any]]) -> Sequence[Any]:
-        return [v.rstrip(" ") if isinstance(v, str) else v for v in raw[i]]
+        try:
+            return list(map(str.rstrip, raw[i], repeat(" ")))
+        except TypeError:
+            return [v.rstrip(" ") if isinstance(v, str) else v for v in raw[i]]
 
     return step
 

@@ -2,36 +2,39 @@
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from datasync_dagster.errors import DecodeError
 
 _MIDNIGHT = time(0, 0, 0)
+_LAST_YEAR = 9999
 
 
 def julian_to_date(value: int | None) -> date | None:
     """Decode a JDE Julian date CYYDDD: 124060 is 2024-02-29, 99365 is 1999-12-31, 0 is none."""
     if value is None or value == 0:
         return None
-    number = int(value)
+    number = _whole(value, "a Julian date CYYDDD")
     year, day = 1900 + number // 1000, number % 1000
-    first = date(year, 1, 1)
-    last_day = (date(year + 1, 1, 1) - first).days
-    if number < 0 or number != value or not 1 <= day <= last_day:
+    if number < 0 or year > _LAST_YEAR:
+        raise ValueError(f"`{value}` is not a Julian date CYYDDD")
+    days_in_year = 366 if calendar.isleap(year) else 365
+    if not 1 <= day <= days_in_year:
         raise ValueError(f"`{value}` is not a Julian date CYYDDD (day {day} of {year})")
-    return first + timedelta(days=day - 1)
+    return date(year, 1, 1) + timedelta(days=day - 1)
 
 
 def hhmmss_to_time(value: int | None) -> time | None:
     """Decode a JDE time of day HHMMSS: 143005 is 14:30:05, 0 is midnight."""
     if value is None:
         return None
-    number = int(value)
+    number = _whole(value, "a time HHMMSS")
     hours, minutes, seconds = number // 10000, number // 100 % 100, number % 100
-    if number < 0 or number != value or hours > 23 or minutes > 59 or seconds > 59:
+    if number < 0 or hours > 23 or minutes > 59 or seconds > 59:
         raise ValueError(f"`{value}` is not a time HHMMSS")
     return time(hours, minutes, seconds)
 
@@ -41,10 +44,29 @@ def implied_decimal(value: Any, decimals: int) -> Decimal | None:
     if value is None:
         return None
     if isinstance(value, float):
-        if not value.is_integer():
-            raise ValueError(f"`{value}` has a fraction, but implied decimals need an integer")
-        value = int(value)
-    return Decimal(value).scaleb(-decimals)
+        value = _whole(value, "an amount with implied decimals")
+    try:
+        amount = Decimal(value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise ValueError(f"`{value!r}` is not an amount with implied decimals") from None
+    if not amount.is_finite():
+        raise ValueError(f"`{value}` is not an amount with implied decimals")
+    if amount != amount.to_integral_value():
+        raise ValueError(f"`{value}` has a fraction, but implied decimals need an integer")
+    # Moving the exponent is exact; `scaleb` would round to the context's 28 digits.
+    sign, digits, exponent = amount.as_tuple()
+    return Decimal((sign, digits, int(exponent) - decimals))
+
+
+def _whole(value: Any, what: str) -> int:
+    """`value` as an int, if it is a whole number of any numeric type; the error quotes it."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"`{value!r}` is not {what}") from None
+    if number != value:
+        raise ValueError(f"`{value}` is not {what}: it is not a whole number")
+    return number
 
 
 def joined_timestamp(julian: int | None, hhmmss: int | None) -> datetime | None:

@@ -99,7 +99,7 @@ class SqlFetcher(DataFetcher):
                 )
             reflected = [by_name[c.upper()] for c in wanted]
         keys = {k.upper() for k in self._table.key_columns}
-        return [self._column_spec(column, keys) for column in reflected]
+        return [self._column_spec(dict(column), keys) for column in reflected]
 
     def _column_spec(self, column: dict[str, Any], keys: set[str]) -> ColumnSpec:
         source_name = column["name"]

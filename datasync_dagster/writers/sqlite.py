@@ -15,6 +15,9 @@ from datasync_dagster.writers.base import CacheWriter, MergeCounts, StagingTable
 class SqliteWriter(CacheWriter):
     """Stages in the connection's TEMP schema, so loading never locks the cache file."""
 
+    # A known shortcoming: SQLite has no exact decimal type and keeps NUMERIC values as 64-bit
+    # floats, so a decimal of more than 15 significant digits comes back rounded. JDE amounts
+    # (15 digits) stay exact; wider source decimals need a PostgreSQL or SQL Server cache.
     dialect_name = "sqlite"
 
     def staging_ref(self, staging: StagingTable) -> str:
