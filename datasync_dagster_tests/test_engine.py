@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
+from datasync_dagster.engine import sync_table
 from datasync_dagster.errors import DecodeError, DuplicateKeys, SourceError, SyncInProgress
 from datasync_dagster.identifiers import qualified
 from datasync_dagster_tests.fixtures import (
@@ -522,7 +523,10 @@ def test_a_sync_interrupted_from_outside_closes_its_row_as_failed(sqlite_source,
         )
 
     [update] = wired.audit.history(wired.table.name)
-    assert (update.success, update.error) == (False, "KeyboardInterrupt")
+    assert (update.success, update.error) == (
+        False,
+        "interrupted: the sync was stopped from outside (KeyboardInterrupt)",
+    )
     assert not sa.inspect(cache_engine).has_table(SALES_TABLE)
 
 
@@ -555,3 +559,19 @@ def test_a_failure_after_a_batch_was_read_gives_the_source_connection_back(
     assert raised.traceback  # the error, and the frames it holds, are still alive here
     assert source_engine.pool.checkedout() == 0
     assert wired.audit.history(wired.table.name)[0].error == "OSError: cache disk full"
+
+
+def test_a_source_table_that_cannot_be_read_is_recorded_as_a_failed_sync(
+    sqlite_source, cache_engine
+):
+    wired, _ = synced(sqlite_source, cache_engine)
+    with sqlite_source.begin() as connection:
+        connection.exec_driver_sql(f'DROP TABLE "{SALES_TABLE}"')
+
+    with pytest.raises(SourceError, match="has no table `F4211`"):
+        sync_table(wired.table, wired.fetcher, wired.writer, wired.audit, tier="mass")
+
+    [update] = wired.audit.history(wired.table.name)
+    assert (update.success, update.ended_at is not None) == (False, True)
+    assert update.error.startswith("SourceError: source `jde` has no table `F4211`")
+    assert not sa.inspect(cache_engine).has_table(SALES_TABLE)

@@ -105,28 +105,24 @@ def sync(
     source_db: SourceResource = getattr(context.resources, source_key(source.name))
     context.log.info("syncing %s (%s) from source %s", table.name, TIER_NAMES[tier], source.name)
 
-    fetcher = source_db.fetcher(source, table)
-    try:
-        result = sync_table(
-            table,
-            fetcher,
-            cache.writer(),
-            cache.audit(),
-            tier=tier,
-            run_id=context.run.run_id,
-            batch_size=batch_size,
-            alive=run_alive(context.instance),
-            on_progress=_progress_log(context, table),
-        )
-    finally:
-        fetcher.close()
+    result = sync_table(
+        table,
+        lambda: source_db.fetcher(source, table),
+        cache.writer(),
+        cache.audit(),
+        tier=tier,
+        run_id=context.run.run_id,
+        batch_size=batch_size,
+        alive=run_alive(context.instance),
+        on_progress=_progress_log(context, table),
+    )
 
     return dg.MaterializeResult(
         metadata={
             **result_metadata(result),
             "dagster/row_count": cache.row_count(result.cache_table),
             "dagster/table_name": _qualified(result.cache_table, cache.db_schema),
-            "dagster/column_schema": column_schema(fetcher.columns, table.key_columns),
+            "dagster/column_schema": column_schema(list(result.columns), table.key_columns),
         }
     )
 

@@ -63,10 +63,12 @@ class SqlFetcher(DataFetcher):
             result = connection.execution_options(
                 stream_results=True, max_row_buffer=self._source.fetch_size
             ).execute(statement)
-            for raw in result.partitions(batch_size):
+            # Each batch is let go before the next one is read, so that only one is in memory.
+            while raw := result.fetchmany(batch_size):
                 if getter is not None:
                     self._advance(raw, getter)
                 yield self._plan.apply(raw)
+                del raw
 
     def close(self) -> None:
         """The engine belongs to whoever made it; a fetcher disposes nothing."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +65,25 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # and let readers such as the health sensor read while a sync writes.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+    try:
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            _switch_to_wal(cursor)
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    # Switching a new file to WAL needs it to itself and does not wait for the busy timeout,
+    # so processes opening a new cache at once retry for a moment.
+    for attempt in range(50):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if attempt == 49:
+                raise
+            time.sleep(0.1)
 
 
 def _sqlite_begin(connection: sa.Connection) -> None:

@@ -87,13 +87,33 @@ class CacheWriter(ABC):
         )
         with self.engine.connect() as connection:
             try:
-                with connection.begin():
-                    self.create_staging(connection, staging)
-                yield Staging(self, connection, staging)
+                yield self.begin_staging(connection, staging)
             finally:
-                if connection.in_transaction():
-                    connection.rollback()
-                self.drop_staging(connection, staging)
+                self._release(connection, staging)
+
+    def _release(self, connection: sa.Connection, staging: StagingTable) -> None:
+        """Roll back what is still open and drop the staging table.
+
+        A connection stopped in the middle of a statement (a signal during a bulk load) can do
+        neither; it is discarded instead, and its TEMP staging table ends with its session.
+        """
+        try:
+            if connection.in_transaction():
+                connection.rollback()
+        except Exception:
+            log.warning(
+                "discarding the connection of staging table %s", staging.name, exc_info=True
+            )
+            connection.invalidate()
+            return
+        self.drop_staging(connection, staging)
+
+    def begin_staging(self, connection: sa.Connection, staging: StagingTable) -> Staging:
+        """Create the staging table and return the handle the sync loads it through; a dialect
+        may load a cache table that does not exist yet straight into it instead."""
+        with connection.begin():
+            self.create_staging(connection, staging)
+        return Staging(self, connection, staging)
 
     @contextmanager
     def merge_transaction(self, connection: sa.Connection) -> Iterator[None]:

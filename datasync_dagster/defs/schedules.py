@@ -1,0 +1,131 @@
+"""When the tables sync: one schedule per tier, one run per table, within the configured limits.
+
+Every sync run selects one table's asset and carries the tags `datasync/table`,
+`datasync/source` and `datasync/tier`, so that `dagster.yaml` can cap the runs against each
+source (`run_limits` renders that section from the configuration). A table whose sync is
+running or queued is left out of a tick; the due-table sensor catches it up if it falls behind.
+"""
+
+from typing import Any
+
+import dagster as dg
+
+from datasync_dagster.audit import AuditLog
+from datasync_dagster.config import TIERS, DataSyncConfig, DataSyncOptions, TableConfig, Tier
+from datasync_dagster.defs.assets import SOURCE_TAG, TIER_TAG
+from datasync_dagster.defs.resources import CacheResource
+from datasync_dagster.engine import TIER_NAMES
+
+TABLE_TAG = "datasync/table"
+
+# Runs in these states will still sync their tables; a table with one gets no second run.
+UNFINISHED = (
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+)
+
+# Dagster frees the pool slots of a run that ended without releasing them after this long.
+FREE_SLOTS_AFTER_SECONDS = 60
+
+
+def pool_name(source: str) -> str:
+    """The concurrency pool of the syncs reading one source."""
+    return f"datasync_source_{source}"
+
+
+def sync_request(table: TableConfig, run_key: str | None) -> dg.RunRequest:
+    """A run that syncs one table by its own tier."""
+    return dg.RunRequest(
+        run_key=run_key,
+        asset_selection=[dg.AssetKey(table.name)],
+        tags={TABLE_TAG: table.name, SOURCE_TAG: table.source, TIER_TAG: table.tier},
+    )
+
+
+def busy_tables(instance: dg.DagsterInstance, audit: AuditLog) -> set[str]:
+    """The tables being synced now (an open `DataUpdate` row) or with a run still to finish."""
+    busy = {update.table_name for update in audit.open_updates()}
+    for run in instance.get_runs(dg.RunsFilter(statuses=list(UNFINISHED))):
+        if TABLE_TAG in run.tags:
+            busy.add(run.tags[TABLE_TAG])
+        # A run started from the UI has no table tag but names the assets it materializes.
+        busy.update(key.to_user_string() for key in run.asset_selection or ())
+    return busy
+
+
+def make_schedules(config: DataSyncConfig) -> list[dg.ScheduleDefinition]:
+    """One schedule per tier that has tables, running from the start."""
+    schedules = []
+    for tier in TIERS:
+        tables = [table for table in config.tables if table.tier == tier]
+        if tables:
+            schedules.append(make_tier_schedule(tier, tables, config.options))
+    return schedules
+
+
+def make_tier_schedule(
+    tier: Tier, tables: list[TableConfig], options: DataSyncOptions
+) -> dg.ScheduleDefinition:
+    """The schedule of one tier: on each tick, one run per table of the tier that is idle."""
+    settings = options.tiers.of(tier)
+
+    @dg.schedule(
+        name=f"{tier}_syncs",
+        cron_schedule=settings.cron,
+        execution_timezone=options.timezone,
+        target=dg.AssetSelection.assets(*[table.name for table in tables]),
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=(
+            f"Syncs the {TIER_NAMES[tier]} tables at `{settings.cron}` ({options.timezone}), "
+            "one run per table; a table still syncing or queued is left for the next tick."
+        ),
+    )
+    def tier_schedule(
+        context: dg.ScheduleEvaluationContext, cache: CacheResource
+    ) -> list[dg.RunRequest] | dg.SkipReason:
+        busy = busy_tables(context.instance, cache.audit())
+        tick = context.scheduled_execution_time.isoformat()
+        requests = [
+            sync_request(table, run_key=f"{table.name}@{tick}")
+            for table in tables
+            if table.name not in busy
+        ]
+        if not requests:
+            return dg.SkipReason(f"every {TIER_NAMES[tier]} table is syncing or queued")
+        return requests
+
+    return tier_schedule
+
+
+def run_limits(options: DataSyncOptions) -> dict[str, Any]:
+    """The run-limit sections of `dagster.yaml` that the configuration's options call for.
+
+    Runs wait in the queue of the daemon's run coordinator until they may start: at most
+    `max_parallel_syncs` runs at once, and at most `max_parallel_per_source` against any one
+    source, counted by the source tag of the runs and by the pool of the source's assets
+    (which also holds runs started from the UI). Run monitoring frees the pool slots of runs
+    that died without releasing them.
+    """
+    return {
+        "run_coordinator": {"module": "dagster", "class": "QueuedRunCoordinator"},
+        "concurrency": {
+            "runs": {
+                "max_concurrent_runs": options.max_parallel_syncs,
+                "tag_concurrency_limits": [
+                    {
+                        "key": SOURCE_TAG,
+                        "value": {"applyLimitPerUniqueValue": True},
+                        "limit": options.max_parallel_per_source,
+                    }
+                ],
+            },
+            "pools": {"default_limit": options.max_parallel_per_source},
+        },
+        "run_monitoring": {
+            "enabled": True,
+            "free_slots_after_run_end_seconds": FREE_SLOTS_AFTER_SECONDS,
+        },
+    }
