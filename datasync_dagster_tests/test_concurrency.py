@@ -35,8 +35,8 @@ from datasync_dagster.config import (
     TableConfig,
     load_config,
 )
-from datasync_dagster.defs.assets import make_table_assets
-from datasync_dagster.defs.schedules import pool_name, run_limits, sync_request
+from datasync_dagster.defs.assets import make_table_assets, pool_name
+from datasync_dagster.defs.schedules import run_limits, sync_request
 from datasync_dagster.engine import sync_table
 from datasync_dagster.fetchers.base import Batch, ColumnSpec, DataFetcher, Watermark
 from datasync_dagster.fetchers.sql import SqlFetcher

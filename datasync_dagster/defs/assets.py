@@ -22,6 +22,12 @@ log = logging.getLogger(__name__)
 TIER_TAG = "datasync/tier"
 SOURCE_TAG = "datasync/source"
 
+
+def pool_name(source: str) -> str:
+    """The concurrency pool of the syncs reading one source."""
+    return f"datasync_source_{source}"
+
+
 # Database kinds by SQLAlchemy backend name, spelled as the Dagster UI knows their icons.
 _KINDS = {
     "sqlite": "sqlite",
@@ -83,7 +89,7 @@ def make_table_asset(table: TableConfig, config: DataSyncConfig) -> dg.AssetsDef
         kinds=_kinds(config, source),
         tags={TIER_TAG: table.tier, SOURCE_TAG: source.name},
         metadata=metadata,
-        pool=f"datasync_source_{source.name}",
+        pool=pool_name(source.name),
         freshness_policy=freshness_policy(table, config.options),
         required_resource_keys={CACHE_KEY, source_key(source.name)},
     )

@@ -31,11 +31,6 @@ UNFINISHED = (
 FREE_SLOTS_AFTER_SECONDS = 60
 
 
-def pool_name(source: str) -> str:
-    """The concurrency pool of the syncs reading one source."""
-    return f"datasync_source_{source}"
-
-
 def sync_request(table: TableConfig, run_key: str | None) -> dg.RunRequest:
     """A run that syncs one table by its own tier."""
     return dg.RunRequest(

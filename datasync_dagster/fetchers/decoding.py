@@ -38,9 +38,6 @@ _WIDEST_DECIMAL = 38
 # emptied only past this many entries.
 _MEMO_LIMIT = 100_000
 
-# Decoding the distinct values of a column pays when each repeats this often on average.
-_REPEATS = 4
-
 # Scaling an integer by a power of ten in this context is exact or raises: it never rounds.
 _EXACT = Context(prec=2 * _WIDEST_DECIMAL, traps=[Inexact])
 
@@ -144,15 +141,12 @@ def _memo_step(i: int, decode: Callable[[Any], Any], column: str) -> ColumnStep:
 def _implied_decimal_step(i: int, decimals: int, column: str) -> ColumnStep:
     unit = Decimal(1).scaleb(-decimals)
 
-    def scale(values: Sequence[int]) -> list[Decimal]:
-        return list(map(_EXACT.multiply, values, repeat(unit)))
-
     def step(raw: Sequence[Sequence[Any]]) -> Sequence[Any]:
         values = raw[i]
         # A column of plain ints is scaled at once, with no checks and no memo to fill.
         if set(map(type, values)) <= {int}:
             try:
-                return _by_distinct(values, scale)
+                return list(map(_EXACT.multiply, values, repeat(unit)))
             except Inexact:
                 pass
         memo = MemoDecoder(lambda v: implied_decimal(v, decimals), column)
@@ -187,26 +181,13 @@ class _BoundedMemo(MemoDecoder):
 
 
 def _trim_step(i: int) -> ColumnStep:
-    def trim(values: Sequence[str]) -> list[str]:
-        return list(map(str.rstrip, values, repeat(" ")))
-
     def step(raw: Sequence[Sequence[Any]]) -> Sequence[Any]:
         try:
-            return _by_distinct(raw[i], trim)
+            return list(map(str.rstrip, raw[i], repeat(" ")))
         except TypeError:
             return [v.rstrip(" ") if isinstance(v, str) else v for v in raw[i]]
 
     return step
-
-
-def _by_distinct(values: Sequence[Any], decode: Callable[[Sequence[Any]], list[Any]]) -> list[Any]:
-    """`decode` applied to every value; to the distinct values only, if they repeat enough
-    for the lookups to cost less than decoding them all."""
-    distinct = dict.fromkeys(values)
-    if len(distinct) * _REPEATS > len(values):
-        return decode(values)
-    decoded = dict(zip(distinct, decode(list(distinct)), strict=True))
-    return list(map(decoded.__getitem__, values))
 
 
 def _is_char(type_: sa.types.TypeEngine[Any]) -> bool:
