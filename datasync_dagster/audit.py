@@ -141,6 +141,11 @@ class AuditLog:
             if LAST_DATA_UPDATES not in views:
                 connection.exec_driver_sql(self._view_sql(connection.dialect))
 
+    def exists(self) -> bool:
+        """Whether the cache holds `DataUpdate` already; reads only."""
+        with self.engine.connect() as connection:
+            return sa.inspect(connection).has_table(DATA_UPDATE, schema=self.schema)
+
     def open(self, table_name: str, tier: str, source_name: str, run_id: str | None) -> int:
         """Open the row of a starting sync; raise `SyncInProgress` if the table has one open."""
         values = dict(

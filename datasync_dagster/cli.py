@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from datasync_dagster.audit import AuditLog
 from datasync_dagster.config import TIERS, DataSyncConfig, TableConfig, load_config
@@ -38,6 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
     except DataSyncError as e:
         print(f"datasync {args.command}: {e}", file=sys.stderr)
+        return 1
+    except sa.exc.SQLAlchemyError as e:
+        # The database's own words, without the statement and the link SQLAlchemy appends.
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        print(f"datasync {args.command}: the database refused: {reason}", file=sys.stderr)
         return 1
     return code
 
@@ -74,7 +81,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
-
     report = make_demo(args.data_dir, sales_rows=args.sales_rows)
 
     for source in report.sources:
@@ -117,18 +123,34 @@ def _sync_table(
 
 
 def _health(args: argparse.Namespace) -> int:
-
     config = load_config()
-    engine = create_cache_engine(config.cache.resolve_url())
+    url = config.cache.resolve_url()
+    _require_cache_file(url)
+    engine = create_cache_engine(url)
     try:
         audit = AuditLog(engine, config.cache.schema_)
-        audit.ensure()
+        if not audit.exists():
+            raise DataSyncError(
+                f"the cache `{engine.url.render_as_string()}` has no `DataUpdate` table yet; "
+                "check the cache URL of the configuration, or run `datasync sync` first"
+            )
         report = assess(config, audit)
     finally:
         engine.dispose()
 
     print(report.to_json() if args.json else report.render())
     return report.exit_code
+
+
+def _require_cache_file(url: str) -> None:
+    """Health only reads: a SQLite cache that does not exist is an error, not a new file."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() == "sqlite" and database and not Path(database).is_file():
+        raise DataSyncError(
+            f"the SQLite cache `{database}` does not exist (relative to {Path.cwd()}); check "
+            "the cache URL of the configuration, or run `datasync sync` first"
+        )
 
 
 def selected_tables(

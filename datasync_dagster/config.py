@@ -37,6 +37,16 @@ class TierSettings(_Model):
     interval: timedelta
     grace: timedelta
 
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(
+                f"cron `{value}` needs five fields: minute hour day-of-month month day-of-week, "
+                "e.g. `5 * * * *` for five past every hour"
+            )
+        return value
+
     @model_validator(mode="after")
     def _grace_covers_interval(self) -> TierSettings:
         if self.interval <= timedelta(0) or self.grace < timedelta(0):
@@ -94,7 +104,7 @@ class _Connection(_Model):
                 parsed = make_url(self.url)
             except ArgumentError as e:
                 raise ValueError(f"`url` is not an SQLAlchemy URL: {e}") from e
-            if parsed.password is not None:
+            if parsed.password is not None or _password_in_query(parsed.query):
                 shown = parsed.render_as_string(hide_password=True)
                 raise ValueError(
                     f"`url` `{shown}` holds a password; put the URL in an environment variable "
@@ -114,6 +124,17 @@ class _Connection(_Model):
                 "set it to the SQLAlchemy URL of the database"
             )
         return value
+
+
+def _password_in_query(query: Any) -> bool:
+    """Whether URL parameters carry a password: `password=`, or `PWD=` in `odbc_connect`."""
+    for key, value in query.items():
+        values = value if isinstance(value, tuple) else (value,)
+        if key.lower() in ("password", "pwd"):
+            return True
+        if key.lower() == "odbc_connect" and any("pwd=" in v.lower() for v in values):
+            return True
+    return False
 
 
 class DataSourceConfig(_Connection):

@@ -148,3 +148,26 @@ def test_an_unknown_table_exits_non_zero_naming_it_and_the_tables_there_are(
     assert "f0101_address_book" in result.stderr
     assert result.stdout == ""
     assert env_home is None and not (workdir / ".dagster_home").exists()
+
+
+def test_health_without_a_cache_says_so_and_creates_nothing(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["health"])
+    _, err = capsys.readouterr()
+
+    assert code == 1
+    assert "the SQLite cache `data/cache.sqlite` does not exist" in err
+    assert list(workdir.iterdir()) == []
+
+
+def test_a_sync_from_the_wrong_folder_names_the_missing_source_file_and_creates_none(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["sync", "f0101_address_book"])
+    _, err = capsys.readouterr()
+
+    assert code == 1
+    assert "SQLite file `data/demo_jde.sqlite` does not exist" in err
+    assert "run `datasync demo` first" in err
+    assert not (workdir / "data" / "demo_jde.sqlite").exists()

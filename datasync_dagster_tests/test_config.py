@@ -136,6 +136,21 @@ BAD_FILES = {
         ("url: sqlite:///jde.sqlite", "url: postgresql+psycopg://sync:secret@127.0.0.1/jde"),
         ["sources[0] (`jde`)", "holds a password", "url_env", "sync:***@"],
     ),
+    "url with a password as a parameter": (
+        ("url: sqlite:///jde.sqlite", "url: postgresql+psycopg://sync@127.0.0.1/jde?password=x"),
+        ["sources[0] (`jde`)", "holds a password", "url_env"],
+    ),
+    "odbc connection string with a password": (
+        ("url: sqlite:///jde.sqlite", "url: mssql+pyodbc:///?odbc_connect=DSN%3Dcms%3BPWD%3Dx"),
+        ["sources[0] (`jde`)", "holds a password", "url_env"],
+    ),
+    "cron without five fields": (
+        (
+            "  batch_size: 1000\n",
+            "  tiers: {hourly: {cron: '5 * * *', interval: PT1H, grace: PT1M}}\n",
+        ),
+        ["options.tiers.hourly.cron", "cron `5 * * *` needs five fields"],
+    ),
     "environment variable not set": (
         ("url: sqlite:///jde.sqlite", f"url_env: {UNSET_VARIABLE}"),
         ["source `jde`", f"`{UNSET_VARIABLE}` is not set", "set it to the SQLAlchemy URL"],

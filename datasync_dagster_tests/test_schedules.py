@@ -8,10 +8,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
+from unittest.mock import patch
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 
 # A queued run must name the code location it came from; the public API makes such runs only
 # through a running code location.
@@ -26,8 +28,10 @@ from dagster._core.remote_origin import (
 from dagster._utils.schedules import schedule_execution_time_iterator
 
 from datasync_dagster.config import DEMO_CONFIG, DataSyncConfig, load_config
+from datasync_dagster.defs import schedules
 from datasync_dagster.defs.resources import CacheResource
 from datasync_dagster.defs.schedules import TABLE_TAG, make_schedules
+from datasync_dagster_tests.fixtures import dead_pid
 
 CONFIG = load_config(DEMO_CONFIG, check_env=False)
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -102,16 +106,62 @@ def test_each_tier_has_a_schedule_over_its_tables_running_from_the_start() -> No
         assert schedule.execution_timezone == "Europe/Berlin"
         assert schedule.default_status is dg.DefaultScheduleStatus.RUNNING
         selected = schedule.job.selection  # type: ignore[union-attr]
-        expected = [t.name for t in CONFIG.tables if t.tier == tier]
+        expected = [t.name for t in CONFIG.tables if t.tier == tier or tier == "mass"]
         assert selected == dg.AssetSelection.assets(*expected)
 
 
-def test_a_tier_without_tables_has_no_schedule() -> None:
+def test_a_tier_without_tables_has_no_schedule_but_mass_reconciles_every_table() -> None:
     hourly_only = CONFIG.model_copy(
         update={"tables": [t for t in CONFIG.tables if t.tier == "hourly"]}
     )
 
-    assert [s.name for s in make_schedules(hourly_only)] == ["hourly_syncs"]
+    assert [s.name for s in make_schedules(hourly_only)] == ["mass_syncs", "hourly_syncs"]
+
+
+def test_the_mass_tick_gives_incremental_tables_a_mass_sync(cache: CacheResource) -> None:
+    schedule = schedule_of(CONFIG, "mass")
+    tick = datetime(2025, 6, 1, 2, 0, tzinfo=BERLIN)
+
+    with dg.instance_for_test() as instance:
+        requests = evaluate(schedule, tick, instance, cache)
+
+    assert isinstance(requests, list)
+    assert sorted(r.tags[TABLE_TAG] for r in requests) == sorted(t.name for t in CONFIG.tables)
+    assert {r.tags["datasync/tier"] for r in requests} == {"mass"}
+    hourly = next(r for r in requests if r.tags[TABLE_TAG] == "f4211_sales_order_detail")
+    assert hourly.run_config["ops"] == {"f4211_sales_order_detail": {"config": {"tier": "mass"}}}
+    own_tier = next(r for r in requests if r.tags[TABLE_TAG] == "f0101_address_book")
+    assert not own_tier.run_config.get("ops")
+
+
+def test_a_run_whose_process_was_killed_does_not_keep_its_table_busy(
+    cache: CacheResource,
+) -> None:
+    schedule = schedule_of(CONFIG, "hourly")
+    tick = datetime(2025, 6, 2, 10, 5, tzinfo=BERLIN)
+    audit = cache.audit()
+
+    with dg.instance_for_test() as instance:
+        run_id = queue(instance, tags={TABLE_TAG: "f4211_sales_order_detail"})
+        instance.handle_run_event(  # the run starts, long ago, and its process dies
+            run_id,
+            dg.DagsterEvent(
+                event_type_value=dg.DagsterEventType.RUN_START.value, job_name="__ASSET_JOB"
+            ),
+        )
+        update_id = audit.open("f4211_sales_order_detail", "Hourly", "jde", run_id=run_id)
+        table = audit.table
+        with audit.engine.begin() as connection:
+            connection.execute(
+                sa.update(table).where(table.c.Id == update_id).values(Pid=dead_pid())
+            )
+        with patch.object(schedules, "STARTED_GRACE_SECONDS", 0):
+            requests = evaluate(schedule, tick, instance, cache)
+
+    assert sorted(r.tags[TABLE_TAG] for r in requests) == [  # type: ignore[union-attr]
+        "cms_contract_lines",
+        "f4211_sales_order_detail",
+    ]
 
 
 @pytest.mark.parametrize("day", DST_CHANGES, ids=str)
@@ -209,8 +259,8 @@ def queue(
     *,
     tags: dict[str, str] | None = None,
     asset_selection: set[dg.AssetKey] | None = None,
-) -> None:
-    """A run waiting in the queue, as the run coordinator holds it."""
+) -> str:
+    """A run waiting in the queue, as the run coordinator holds it; its id."""
     origin = RemoteJobOrigin(
         repository_origin=RemoteRepositoryOrigin(
             code_location_origin=RegisteredCodeLocationOrigin("datasync"),
@@ -218,16 +268,18 @@ def queue(
         ),
         job_name="__ASSET_JOB",
     )
+    run_id = str(uuid.uuid4())
     instance.add_run(
         dg.DagsterRun(
             job_name="__ASSET_JOB",
-            run_id=str(uuid.uuid4()),
+            run_id=run_id,
             status=dg.DagsterRunStatus.QUEUED,
             tags=tags or {},
             asset_selection=frozenset(asset_selection) if asset_selection else None,
             remote_job_origin=origin,
         )
     )
+    return run_id
 
 
 def test_the_schedules_tick_in_utc_when_the_configuration_says_so() -> None:

@@ -4,8 +4,11 @@ Every sync run selects one table's asset and carries the tags `datasync/table`,
 `datasync/source` and `datasync/tier`, so that `dagster.yaml` can cap the runs against each
 source (`run_limits` renders that section from the configuration). A table whose sync is
 running or queued is left out of a tick; the due-table sensor catches it up if it falls behind.
+The Mass schedule also gives every Daily and Hourly table a Mass sync: incremental reads never
+see rows deleted at the source, so the weekly Mass sync is what removes them from the cache.
 """
 
+import time
 from typing import Any
 
 import dagster as dg
@@ -13,37 +16,53 @@ import dagster as dg
 from datasync_dagster.audit import AuditLog
 from datasync_dagster.config import TIERS, DataSyncConfig, DataSyncOptions, TableConfig, Tier
 from datasync_dagster.defs.assets import SOURCE_TAG, TIER_TAG
+from datasync_dagster.defs.liveness import run_alive
 from datasync_dagster.defs.resources import CacheResource
 from datasync_dagster.engine import TIER_NAMES
 
 TABLE_TAG = "datasync/table"
 
-# Runs in these states will still sync their tables; a table with one gets no second run.
-UNFINISHED = (
+# Runs in these states have yet to open their `DataUpdate` row; a table with one is busy.
+WAITING = (
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
 )
+# A started run counts as busy for this long before its open `DataUpdate` row (judged alive or
+# dead by `run_alive`) speaks for it: a run whose process was killed stays STARTED for good.
+STARTED_GRACE_SECONDS = 600
 
 # Dagster frees the pool slots of a run that ended without releasing them after this long.
 FREE_SLOTS_AFTER_SECONDS = 60
 
 
-def sync_request(table: TableConfig, run_key: str | None) -> dg.RunRequest:
-    """A run that syncs one table by its own tier."""
+def sync_request(
+    table: TableConfig, run_key: str | None, tier: Tier | None = None
+) -> dg.RunRequest:
+    """A run that syncs one table, by its own tier unless `tier` says otherwise."""
+    tier = tier or table.tier
+    run_config = None
+    if tier != table.tier:
+        run_config = dg.RunConfig(ops={table.name: {"config": {"tier": tier}}})
     return dg.RunRequest(
         run_key=run_key,
         asset_selection=[dg.AssetKey(table.name)],
-        tags={TABLE_TAG: table.name, SOURCE_TAG: table.source, TIER_TAG: table.tier},
+        run_config=run_config,
+        tags={TABLE_TAG: table.name, SOURCE_TAG: table.source, TIER_TAG: tier},
     )
 
 
 def busy_tables(instance: dg.DagsterInstance, audit: AuditLog) -> set[str]:
-    """The tables being synced now (an open `DataUpdate` row) or with a run still to finish."""
-    busy = {update.table_name for update in audit.open_updates()}
-    for run in instance.get_runs(dg.RunsFilter(statuses=list(UNFINISHED))):
+    """The tables being synced now (an open `DataUpdate` row whose sync is alive) or with a run
+    that will sync them soon."""
+    alive = run_alive(instance)
+    busy = {update.table_name for update in audit.open_updates() if alive(update)}
+    records = instance.get_run_records(dg.RunsFilter(statuses=list(WAITING)))
+    started = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    recent = time.time() - STARTED_GRACE_SECONDS
+    records += [record for record in started if (record.start_time or recent) > recent]
+    for record in records:
+        run = record.dagster_run
         if TABLE_TAG in run.tags:
             busy.add(run.tags[TABLE_TAG])
         # A run started from the UI has no table tag but names the assets it materializes.
@@ -55,7 +74,7 @@ def make_schedules(config: DataSyncConfig) -> list[dg.ScheduleDefinition]:
     """One schedule per tier that has tables, running from the start."""
     schedules = []
     for tier in TIERS:
-        tables = [table for table in config.tables if table.tier == tier]
+        tables = [t for t in config.tables if t.tier == tier or tier == "mass"]
         if tables:
             schedules.append(make_tier_schedule(tier, tables, config.options))
     return schedules
@@ -74,8 +93,8 @@ def make_tier_schedule(
         target=dg.AssetSelection.assets(*[table.name for table in tables]),
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=(
-            f"Syncs the {TIER_NAMES[tier]} tables at `{settings.cron}` ({options.timezone}), "
-            "one run per table; a table still syncing or queued is left for the next tick."
+            f"Syncs {_which(tier)} at `{settings.cron}` ({options.timezone}), one run per "
+            "table; a table still syncing or queued is left for the next tick."
         ),
     )
     def tier_schedule(
@@ -84,7 +103,7 @@ def make_tier_schedule(
         busy = busy_tables(context.instance, cache.audit())
         tick = context.scheduled_execution_time.isoformat()
         requests = [
-            sync_request(table, run_key=f"{table.name}@{tick}")
+            sync_request(table, run_key=f"{table.name}@{tick}", tier=tier)
             for table in tables
             if table.name not in busy
         ]
@@ -93,6 +112,12 @@ def make_tier_schedule(
         return requests
 
     return tier_schedule
+
+
+def _which(tier: Tier) -> str:
+    if tier == "mass":
+        return "every table by Mass (removing rows deleted at the source)"
+    return f"the {TIER_NAMES[tier]} tables"
 
 
 def run_limits(options: DataSyncOptions) -> dict[str, Any]:

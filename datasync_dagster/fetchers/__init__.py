@@ -8,12 +8,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from datasync_dagster.config import DataSourceConfig, TableConfig
+from datasync_dagster.errors import SourceError
 from datasync_dagster.fetchers.base import Batch, ColumnSpec, DataFetcher, Row, Watermark
 from datasync_dagster.fetchers.sql import SqlFetcher
 
@@ -51,7 +53,19 @@ def create_source_engine(source: DataSourceConfig, **kwargs: Any) -> SourceEngin
         from datasync_dagster.fetchers.oracle import create_oracle_engine
 
         return create_oracle_engine(source, **kwargs)
+    if backend == "sqlite":
+        _require_file(source, url.database)
     return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _require_file(source: DataSourceConfig, database: str | None) -> None:
+    # SQLite would create a missing file and then report that it has no tables.
+    if database and database != ":memory:" and not Path(database).is_file():
+        raise SourceError(
+            f"source `{source.name}`: SQLite file `{database}` does not exist (relative paths "
+            f"are read from the working directory, {Path.cwd()}); run from the folder the "
+            "configuration expects, or for the demo run `datasync demo` first"
+        )
 
 
 def fetcher_for(engine: SourceEngine, source: DataSourceConfig, table: TableConfig) -> DataFetcher:
