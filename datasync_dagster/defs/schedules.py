@@ -57,7 +57,7 @@ def busy_tables(instance: dg.DagsterInstance, audit: AuditLog) -> set[str]:
     that will sync them soon."""
     alive = run_alive(instance)
     busy = {update.table_name for update in audit.open_updates() if alive(update)}
-    records = instance.get_run_records(dg.RunsFilter(statuses=list(WAITING)))
+    records = list(instance.get_run_records(dg.RunsFilter(statuses=list(WAITING))))
     started = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
     recent = time.time() - STARTED_GRACE_SECONDS
     records += [record for record in started if (record.start_time or recent) > recent]

@@ -197,7 +197,7 @@ class PostgresWriter(CacheWriter):
             f"CREATE TEMPORARY TABLE {q(differences)} ON COMMIT DROP AS "
             + self.differences_sql(staging, flag)
         )
-        counts = dict(
+        counts: dict[str, int] = dict(
             connection.exec_driver_sql(
                 f"SELECT {q(flag)}, COUNT(*) FROM {q(differences)} GROUP BY {q(flag)}"
             ).all()
