@@ -13,9 +13,9 @@ from opentelemetry.trace import Status, StatusCode
 
 from datasync_dagster.audit import AuditLog, TAliveCheck, process_alive
 from datasync_dagster.config import TableConfig, Tier
-from datasync_dagster.fetchers.base import ColumnSpec, DataFetcher, encode_watermark
+from datasync_dagster.fetchers.base import ColumnSpec, DataFetcher, Watermark, encode_watermark
 from datasync_dagster.telemetry import SyncTelemetry, default_telemetry
-from datasync_dagster.writers.base import CacheWriter
+from datasync_dagster.writers.base import CacheWriter, MergeCounts
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +194,18 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _stage_and_merge(
-    table, fetcher, writer, since, batch_size, on_progress, telemetry, attributes, *, delete_missing
-):  # type: ignore[no-untyped-def]
+    table: TableConfig,
+    fetcher: DataFetcher,
+    writer: CacheWriter,
+    since: Watermark | None,
+    batch_size: int,
+    on_progress: TProgress | None,
+    telemetry: SyncTelemetry,
+    attributes: dict[str, str],
+    *,
+    delete_missing: bool,
+) -> tuple[int, MergeCounts]:
+    """Stream the source into a staging table, then merge it; the rows read and the counts."""
     rows_read = 0
     with writer.staging(table.cache_table_name, fetcher.columns, table.key_columns) as staging:
         with telemetry.loading(attributes) as phase, _collector_paused():
