@@ -113,7 +113,7 @@ def _sync_table(
         instance=instance,
         asset_selection=[dg.AssetKey(table.name)],
         raise_on_error=False,
-        tags=_run_tags(table),
+        tags=_run_tags(table, full=full),
     )
     if result.success:
         print(_synced_line(table, result))
@@ -189,13 +189,18 @@ def use_dagster_home() -> Path:
 def _run_config(table: TableConfig, *, full: bool) -> dict[str, Any]:
     return {
         "ops": {table.name: {"config": {"tier": "mass" if full else "default"}}},
-        "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+        # A failure's stack trace stays in the run's log in the UI; this prints one line of it.
+        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
     }
 
 
-def _run_tags(table: TableConfig) -> dict[str, str]:
+def _run_tags(table: TableConfig, *, full: bool) -> dict[str, str]:
     # The tags of a scheduled sync, so the schedules and sensors see this run the same way.
-    return {TABLE_TAG: table.name, SOURCE_TAG: table.source, TIER_TAG: table.tier}
+    return {
+        TABLE_TAG: table.name,
+        SOURCE_TAG: table.source,
+        TIER_TAG: "mass" if full else table.tier,
+    }
 
 
 def _synced_line(table: TableConfig, result: dg.ExecuteInProcessResult) -> str:
