@@ -14,6 +14,7 @@ from datasync_dagster.config import DataSourceConfig, TableConfig
 from datasync_dagster.errors import SourceError
 from datasync_dagster.fetchers.base import Batch, ColumnSpec, DataFetcher, Watermark
 from datasync_dagster.fetchers.decoding import DecodePlan, generic_type
+from datasync_dagster.fetchers.read_ahead import read_ahead
 from datasync_dagster.identifiers import checked
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,18 @@ class SqlFetcher(DataFetcher):
 
     def batches(self, since: Watermark | None, batch_size: int) -> Iterator[Batch]:
         self._reached = since
+        rows = self._rows(since, batch_size)
+        if self._plan.is_identity:
+            # Nothing to decode: reading is mostly waiting on the source, done meanwhile.
+            yield from read_ahead(rows)
+            return
+        for raw in rows:
+            decoded = self._plan.apply(raw)
+            del raw
+            yield decoded
+            del decoded
+
+    def _rows(self, since: Watermark | None, batch_size: int) -> Iterator[Batch]:
         statement = self.select(since)
         getter = itemgetter(*self._watermark_at) if self._watermark_at else None
         with self._engine.connect() as connection:
@@ -67,7 +80,7 @@ class SqlFetcher(DataFetcher):
             while raw := result.fetchmany(batch_size):
                 if getter is not None:
                     self._advance(raw, getter)
-                yield self._plan.apply(raw)
+                yield raw
                 del raw
 
     def close(self) -> None:
@@ -145,11 +158,16 @@ class SqlFetcher(DataFetcher):
         return sa.and_(columns[0] >= since[0], sa.or_(*alternatives))
 
     def _advance(self, raw: Sequence[Any], getter: itemgetter[Any]) -> None:
-        keys = (
-            map(getter, raw)
-            if len(self._watermark_at) > 1
-            else ((value,) for value in map(getter, raw))
-        )
-        top = max((key for key in keys if None not in key), default=None)
+        single = len(self._watermark_at) == 1
+        try:
+            # The highest of all values, found without a Python step per row; it counts only
+            # when it holds no NULL, and NULLs that cannot be compared take the long way.
+            top = max(map(getter, raw), default=None)
+        except TypeError:
+            top = None
+        top = (top,) if single and top is not None else top
+        if top is None or None in top:
+            keys = map(getter, raw) if not single else ((value,) for value in map(getter, raw))
+            top = max((key for key in keys if None not in key), default=None)
         if top is not None and (self._reached is None or top > self._reached):
             self._reached = tuple(top)

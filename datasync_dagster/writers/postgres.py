@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # in one batch; sorting string keys for a merge join costs more than hashing them, and the
 # staging table is never analysed (ANALYZE costs more than it saves), so the planner is told;
 # and the JIT compiles for longer than these single scans run.
-MERGE_SETTINGS = {"work_mem": "256MB", "enable_mergejoin": "off", "jit": "off"}
+MERGE_SETTINGS = {"work_mem": "128MB", "enable_mergejoin": "off", "jit": "off"}
 
 # The kinds of row in a Mass sync's table of differences.
 _NEW, _CHANGED, _GONE = "I", "U", "D"
