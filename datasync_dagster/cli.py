@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        code = _run(args)
+        sys.stdout.flush()  # now, so that a reader gone away shows here and not at exit
+    except BrokenPipeError:
+        return _reader_gone()
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command's exit code; an error of its own or of a database becomes one line."""
+    try:
         code: int = args.run(args)
     except DataSyncError as e:
         print(f"datasync {args.command}: {e}", file=sys.stderr)
@@ -47,6 +58,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"datasync {args.command}: the database refused: {reason}", file=sys.stderr)
         return 1
     return code
+
+
+def _reader_gone() -> int:
+    """Stop quietly when the reader of stdout has closed it (`datasync health | head`).
+
+    The exit code is the one a shell shows for a command that SIGPIPE ended. Stdout is pointed
+    at the null device, so that what is still buffered for it cannot fail again at exit.
+    """
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, sys.stdout.fileno())
+    os.close(null)
+    return 128 + signal.SIGPIPE
 
 
 def _parser() -> argparse.ArgumentParser:

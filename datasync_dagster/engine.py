@@ -13,7 +13,13 @@ from opentelemetry.trace import Status, StatusCode
 
 from datasync_dagster.audit import AuditLog, TAliveCheck, process_alive
 from datasync_dagster.config import TableConfig, Tier
-from datasync_dagster.fetchers.base import ColumnSpec, DataFetcher, Watermark, encode_watermark
+from datasync_dagster.fetchers.base import (
+    Batch,
+    ColumnSpec,
+    DataFetcher,
+    Watermark,
+    encode_watermark,
+)
 from datasync_dagster.telemetry import SyncTelemetry, default_telemetry
 from datasync_dagster.writers.base import CacheWriter, MergeCounts
 
@@ -54,7 +60,7 @@ def sync_table(
     *,
     tier: Tier | None = None,
     run_id: str | None = None,
-    batch_size: int = 50_000,
+    batch_size: int = 20_000,
     alive: TAliveCheck = process_alive,
     on_progress: TProgress | None = None,
     telemetry: SyncTelemetry | None = None,
@@ -180,6 +186,14 @@ def _error_text(error: BaseException) -> str:
 
 
 @contextmanager
+def _closed(batches: Iterator[Batch]) -> Iterator[Iterator[Batch]]:
+    try:
+        yield batches
+    finally:
+        getattr(batches, "close", lambda: None)()
+
+
+@contextmanager
 def _collector_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector while batches stream: their rows are tuples of
     plain values, freed by reference counting, and the collector would only walk them over and
@@ -207,9 +221,19 @@ def _stage_and_merge(
 ) -> tuple[int, MergeCounts]:
     """Stream the source into a staging table, then merge it; the rows read and the counts."""
     rows_read = 0
-    with writer.staging(table.cache_table_name, fetcher.columns, table.key_columns) as staging:
+    # A cache that decodes in SQL is handed the raw rows, which cost no Python work per value.
+    plan = fetcher.decoding
+    decoding = plan if plan is not None and writer.decodes(plan) else None
+    batches = (fetcher.raw_batches if decoding else fetcher.batches)(since, batch_size)
+    # Closed on every path, so that a failed sync gives its source connection back at once.
+    with (
+        _closed(batches),
+        writer.staging(
+            table.cache_table_name, fetcher.columns, table.key_columns, decoding=decoding
+        ) as staging,
+    ):
         with telemetry.loading(attributes) as phase, _collector_paused():
-            for batch in phase.fetching(fetcher.batches(since, batch_size)):
+            for batch in phase.fetching(batches):
                 with phase.staging(len(batch)):
                     staging.load(batch)
                 rows_read += len(batch)

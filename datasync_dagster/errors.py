@@ -35,3 +35,7 @@ class SyncInProgress(DataSyncError):
 
 class SyncInterrupted(DataSyncError):
     """The sync was stopped from outside (run terminated, signal received)."""
+
+
+class CacheTableDrift(SchemaMismatch):
+    """The existing cache table no longer fits the columns or the key that the sync produces."""

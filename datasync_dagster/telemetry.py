@@ -137,6 +137,8 @@ class LoadingPhase:
             self.fetched.batches += 1
             self.fetched.rows += len(batch)  # type: ignore[arg-type]
             yield batch
+            # Let go of the batch before the next is read, so that one, not two, is in memory.
+            del batch
 
     @contextmanager
     def staging(self, rows: int) -> Iterator[None]:

@@ -108,6 +108,26 @@ def test_materializing_a_table_reports_its_figures_and_leaves_the_cache_equal_to
     assert data_updates(demo, SALES) == [("Hourly", True)]
 
 
+def test_the_column_schema_comes_with_each_materialization_and_not_with_the_definition(
+    demo: DataSyncConfig, instance: dg.DagsterInstance
+) -> None:
+    (asset,) = [a for a in make_table_assets(demo) if a.key == dg.AssetKey(LINES)]
+
+    schema = materialize(demo, instance, LINES)["dagster/column_schema"]
+
+    assert "dagster/column_schema" not in asset.specs_by_key[dg.AssetKey(LINES)].metadata
+    assert [(c.name, c.constraints.nullable) for c in schema.columns] == [
+        ("contract_id", False),
+        ("line_no", False),
+        ("product", False),
+        ("description", True),
+        ("quantity", False),
+        ("price", False),
+        ("last_modified", False),
+    ]
+    assert schema.constraints.other == ["key (contract_id, line_no)"]
+
+
 def test_a_mass_run_config_syncs_an_incremental_table_in_full_and_deletes_what_left(
     demo: DataSyncConfig, instance: dg.DagsterInstance
 ) -> None:

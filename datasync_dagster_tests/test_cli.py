@@ -52,6 +52,38 @@ def datasync(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def datasync_into_closed_pipe(*args: str, buffered: bool) -> subprocess.CompletedProcess[str]:
+    """Run `datasync` with its stdout a pipe whose reader has gone before the first write."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "datasync"), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+
+
+def make_empty_cache(workdir: Path) -> None:
+    """The demo configuration's SQLite cache, with a `DataUpdate` table and no syncs in it."""
+    (workdir / "data").mkdir()
+    engine = sa.create_engine(f"sqlite:///{workdir / 'data' / 'cache.sqlite'}")
+    try:
+        AuditLog(engine).ensure()
+    finally:
+        engine.dispose()
+
+
 def successes(cache: Path) -> dict[str, int]:
     """Successful `DataUpdate` rows per table."""
     engine = sa.create_engine(f"sqlite:///{cache}")
@@ -171,3 +203,38 @@ def test_a_sync_from_the_wrong_folder_names_the_missing_source_file_and_creates_
     assert "SQLite file `data/demo_jde.sqlite` does not exist" in err
     assert "run `datasync demo` first" in err
     assert not (workdir / "data" / "demo_jde.sqlite").exists()
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+@pytest.mark.parametrize("form", [["--json"], []], ids=["json", "table"])
+def test_health_into_a_pipe_whose_reader_is_gone_exits_as_sigpipe_would_and_says_nothing(
+    workdir: Path, form: list[str], buffered: bool
+) -> None:
+    make_empty_cache(workdir)
+
+    result = datasync_into_closed_pipe("health", *form, buffered=buffered)
+
+    assert (result.returncode, result.stderr) == (141, "")
+
+
+def test_health_piped_into_head_hands_it_the_start_of_the_report_without_a_traceback(
+    workdir: Path,
+) -> None:
+    make_empty_cache(workdir)
+
+    health = subprocess.Popen(
+        [str(Path(sys.executable).parent / "datasync"), "health", "--json"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert health.stdout is not None
+    head = subprocess.run(
+        ["head", "-c", "10"], stdin=health.stdout, capture_output=True, timeout=120, check=False
+    )
+    health.stdout.close()
+    _, err = health.communicate(timeout=120)
+
+    assert len(head.stdout) == 10 and head.stdout.startswith(b"{")
+    assert err == b""
+    assert health.returncode in (2, 141)  # 141 when head was gone before the report was written

@@ -9,7 +9,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import pytest
@@ -38,9 +37,10 @@ from datasync_dagster.config import (
 from datasync_dagster.defs.assets import make_table_assets, pool_name
 from datasync_dagster.defs.schedules import run_limits, sync_request
 from datasync_dagster.engine import sync_table
-from datasync_dagster.fetchers.base import Batch, ColumnSpec, DataFetcher, Watermark
+from datasync_dagster.fetchers.base import Batch
 from datasync_dagster.fetchers.sql import SqlFetcher
 from datasync_dagster.writers import writer_for
+from datasync_dagster_tests.fixtures.fetchers import WrappedFetcher
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAGSTER_YAML = REPO_ROOT / "dagster.yaml"
@@ -111,26 +111,11 @@ BATCH = 50
 SECONDS_PER_BATCH = 0.1
 
 
-class SlowFetcher(DataFetcher):
+class SlowFetcher(WrappedFetcher):
     """A real fetcher that takes its time over each batch, like a busy source would."""
 
-    def __init__(self, inner: DataFetcher):
-        self.inner = inner
-
-    @property
-    def columns(self) -> list[ColumnSpec]:
-        return self.inner.columns
-
-    @property
-    def watermark_reached(self) -> Watermark | None:
-        return self.inner.watermark_reached
-
-    @property
-    def watermark_types(self) -> list[sa.types.TypeEngine[Any]]:
-        return self.inner.watermark_types
-
-    def batches(self, since: Watermark | None, batch_size: int) -> Iterator[Batch]:
-        for batch in self.inner.batches(since, batch_size):
+    def passed(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        for batch in batches:
             time.sleep(SECONDS_PER_BATCH)
             yield batch
 

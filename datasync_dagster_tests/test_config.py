@@ -11,6 +11,7 @@ import pytest
 from datasync_dagster.config import (
     CONFIG_ENV,
     DEMO_CONFIG,
+    MAX_BATCH_SIZE,
     ImpliedDecimal,
     JulianDate,
     Timestamp,
@@ -239,3 +240,97 @@ def test_environment_variables_are_not_required_when_told_so(tmp_path):
 
     with pytest.raises(ConfigError, match=f"`{UNSET_VARIABLE}` is not set"):
         config.source("jde").resolve_url()
+
+
+def with_hourly_tier(interval: str, grace: str = "PT1M") -> str:
+    """GOOD with its Hourly tier given these durations, written as they are."""
+    tier = f"  tiers: {{hourly: {{cron: '5 * * * *', interval: '{interval}', grace: '{grace}'}}}}\n"
+    return GOOD.replace("  batch_size: 1000\n", tier)
+
+
+DURATIONS = "write an ISO 8601 duration such as PT30M, PT1H, P1D or P7D, or a number of seconds"
+
+
+@pytest.mark.parametrize("interval", ["1 hour", "PT", "weekly"])
+def test_an_interval_that_does_not_parse_names_the_tier_the_value_and_valid_durations(
+    tmp_path, interval
+):
+    path = written(tmp_path, with_hourly_tier(interval))
+
+    assert load_error(path) == (
+        f"{path}: options.tiers.hourly.interval: `interval` is `{interval}`, which is not a "
+        f"duration; {DURATIONS}"
+    )
+
+
+def test_an_empty_grace_says_it_is_empty_and_what_to_write(tmp_path):
+    path = written(tmp_path, with_hourly_tier("PT1H", grace=""))
+
+    assert load_error(path) == f"{path}: options.tiers.hourly.grace: `grace` is empty; {DURATIONS}"
+
+
+ZERO_OR_NEGATIVE = {
+    "interval of no time": (
+        ("PT0S", "PT1M"),
+        "interval: interval `PT0S` must be longer than zero; use a duration such as PT1H or P1D",
+    ),
+    "negative interval": (
+        ("-PT1H", "PT1M"),
+        "interval: interval `-PT1H` must be longer than zero; use a duration such as PT1H or P1D",
+    ),
+    "negative grace": (
+        ("PT1H", "-PT5M"),
+        "grace: grace `-PT5M` must not be negative; use PT0S for none, or e.g. PT30M",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", ZERO_OR_NEGATIVE, ids=list(ZERO_OR_NEGATIVE))
+def test_an_interval_of_no_time_or_a_negative_grace_is_named_with_its_value(tmp_path, case):
+    (interval, grace), expected = ZERO_OR_NEGATIVE[case]
+    path = written(tmp_path, with_hourly_tier(interval, grace))
+
+    assert load_error(path) == f"{path}: options.tiers.hourly.{expected}"
+
+
+@pytest.mark.parametrize("batch_size", [0, -5])
+def test_a_batch_size_below_one_fails_at_load_saying_the_allowed_range(tmp_path, batch_size):
+    path = written(tmp_path, GOOD.replace("batch_size: 1000", f"batch_size: {batch_size}"))
+
+    assert load_error(path) == (
+        f"{path}: options.batch_size: batch_size `{batch_size}` must be at least 1; "
+        "use 1 to 1,000,000 rows, e.g. 20,000"
+    )
+
+
+def test_a_batch_size_past_a_million_fails_at_load_saying_why_and_the_allowed_range(tmp_path):
+    path = written(tmp_path, GOOD.replace("batch_size: 1000", "batch_size: 5000000"))
+
+    assert load_error(path) == (
+        f"{path}: options.batch_size: batch_size `5000000` is too large: a batch is held in "
+        "memory whole, and past 1,000,000 rows it costs memory and no longer saves time; "
+        "use 1 to 1,000,000 rows, e.g. 20,000"
+    )
+
+
+def test_a_batch_size_of_a_million_rows_is_allowed(tmp_path):
+    path = written(tmp_path, GOOD.replace("batch_size: 1000", f"batch_size: {MAX_BATCH_SIZE}"))
+
+    assert load_config(path).options.batch_size == 1_000_000
+
+
+def test_a_batch_size_that_is_no_whole_number_is_quoted(tmp_path):
+    path = written(tmp_path, GOOD.replace("batch_size: 1000", "batch_size: many"))
+
+    assert load_error(path) == (
+        f"{path}: options.batch_size: `batch_size` is `many`; use a whole number"
+    )
+
+
+def test_a_parallel_limit_of_zero_is_quoted_with_the_least_it_may_be(tmp_path):
+    path = written(tmp_path, GOOD.replace("batch_size: 1000", "max_parallel_syncs: 0"))
+
+    assert load_error(path) == (
+        f"{path}: options.max_parallel_syncs: `max_parallel_syncs` is `0`; "
+        "use a number greater than 0"
+    )

@@ -1,25 +1,27 @@
 """The code location loads: from the demo configuration, from one of server databases, and
-through `workspace.yaml`; a bad configuration fails the load with its message."""
+through `workspace.yaml`, without connecting to any source; a bad configuration fails the load
+with its message."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
 import yaml
 
 from datasync_dagster.definitions import defs
 from datasync_dagster.defs.resources import dispose_engines
 from datasync_dagster.demo import make_demo
 from datasync_dagster.errors import ConfigError
-from datasync_dagster_tests.fixtures import SALES_TABLE, create_sales_table
+from datasync_dagster_tests.fixtures import SALES_TABLE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_TABLES = {
@@ -73,23 +75,58 @@ def test_the_demo_assets_are_grouped_tagged_pooled_and_described_by_source(
         assert spec.kinds == {"sqlite"}
         assert spec.description and spec.description.endswith(".")
         assert spec.freshness_policy is not None
-        assert spec.metadata["dagster/column_schema"].columns
         assert definitions.resolve_assets_def(name).op.pool == f"datasync_source_{source}"
     assert set(definitions.resources or {}) == {"cache", "source_jde", "source_cms"}
     assert definitions.resolve_job_def("__ASSET_JOB") is not None
 
 
-def test_a_configuration_of_server_databases_loads_with_its_urls_left_in_the_environment(
-    workdir: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    engine = sa.create_engine(pg_url)
+class Listener:
+    """A TCP port on 127.0.0.1 that counts the connections made to it and closes each at once."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self._socket.settimeout(0.05)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self._socket.getsockname()[1])
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._socket.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._socket.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            connection.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    """A port where a source would be, to tell whether anything connects to it."""
+    listening = Listener()
     try:
-        create_sales_table(engine)
+        yield listening
     finally:
-        engine.dispose()
-    # Nothing listens on port 1: the CMS source is down while the code location loads.
-    monkeypatch.setenv("TEST_CMS_URL", "sybase+pyodbc://sync@127.0.0.1:1/cms")
-    monkeypatch.setenv("TEST_JDE_URL", pg_url)
+        listening.close()
+
+
+def test_a_configuration_of_server_databases_loads_without_connecting_to_its_sources(
+    workdir: Path, pg_url: str, listener: Listener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both sources point at the listener: one at a PostgreSQL database that does not exist.
+    port = listener.port
+    monkeypatch.setenv("TEST_JDE_URL", f"postgresql+psycopg://postgres@127.0.0.1:{port}/no_such_db")
+    monkeypatch.setenv("TEST_CMS_URL", f"sybase+pyodbc://sync@127.0.0.1:{port}/cms")
     monkeypatch.setenv("TEST_CACHE_URL", pg_url)
     config = {
         "cache": {"url_env": "TEST_CACHE_URL", "schema": "cache"},
@@ -110,13 +147,13 @@ def test_a_configuration_of_server_databases_loads_with_its_urls_left_in_the_env
     definitions = defs()
 
     dg.Definitions.validate_loadable(definitions)
+    assert listener.connections == 0
     sales, contracts = specs(definitions)["sales"], specs(definitions)["contracts"]
     assert (sales.group_name, contracts.group_name) == ("jde", "cms")
     assert sales.kinds == {"postgres"}
     assert contracts.kinds == {"postgres", "sybase"}
     assert sales.metadata["dagster/table_name"] == "cache.F4211"
-    assert "SDDOCO" in [c.name for c in sales.metadata["dagster/column_schema"].columns]
-    assert "dagster/column_schema" not in contracts.metadata
+    assert "dagster/column_schema" not in sales.metadata | contracts.metadata
     resources = definitions.resources or {}
     for key, variable in [("cache", "TEST_CACHE_URL"), ("source_cms", "TEST_CMS_URL")]:
         assert isinstance(resources[key].url, dg.EnvVar)

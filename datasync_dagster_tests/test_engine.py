@@ -3,6 +3,7 @@ cache (SQLite or PostgreSQL), compared row for row, through changes, deletions a
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import date, time
 from decimal import Decimal
@@ -315,13 +316,19 @@ def test_a_decoding_error_leaves_the_cache_as_it_was(
         connection.execute(table.insert(), [bad])
     insert_sales_lines(source_engine, table, [SalesLine(doco=2000, upmj=date(2024, 3, 2))])
 
-    with pytest.raises(DecodeError, match="column `SDTRDJ`: `101366` is not a Julian date"):
+    # The message names the table and the raw key of the row, whichever side decodes.
+    message = (
+        r"table `f4211_sales_order_detail`, row \(SDKCOO, SDDOCO, SDDCTO, SDLNID\) = "
+        r"\('00001', 2001, 'SO', (1000|Decimal\('1000'\))\): column `SDTRDJ`: `101366` is not a "
+        r"Julian date CYYDDD \(day 366 of 2001\); fix the source row or the column's `decode` rule"
+    )
+    with pytest.raises(DecodeError, match=message):
         wired.sync("hourly")
 
     assert read_cache_rows(cache_engine) == cache_rows_of(LINES)
     failed = wired.audit.history(wired.table.name)[0]
     assert failed.success is False
-    assert failed.error.startswith("DecodeError: column `SDTRDJ`: `101366` is not a Julian date")
+    assert re.fullmatch(f"DecodeError: {message}", failed.error)
     assert staging_tables(cache_engine, cache_connections) == []
 
 

@@ -27,9 +27,10 @@ from datasync_dagster.defs.resources import CacheResource
 from datasync_dagster.defs.sensors import make_sensors
 from datasync_dagster.engine import sync_table
 from datasync_dagster.errors import SyncInProgress
-from datasync_dagster.fetchers.base import Batch, ColumnSpec, DataFetcher, Watermark
+from datasync_dagster.fetchers.base import Batch, DataFetcher
 from datasync_dagster.fetchers.sql import SqlFetcher
 from datasync_dagster.writers import create_cache_engine, writer_for
+from datasync_dagster_tests.fixtures.fetchers import WrappedFetcher
 
 ROWS = 200_000
 SEED_ROWS = 1_000
@@ -184,7 +185,9 @@ def add_items(source_url: str, rows: int) -> None:
     engine = sa.create_engine(source_url)
     try:
         with engine.begin() as connection:
-            first = connection.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM items").scalar()
+            first = connection.exec_driver_sql(
+                "SELECT COALESCE(MAX(id), 0) FROM items"
+            ).scalar_one()
             connection.exec_driver_sql(
                 "WITH RECURSIVE n(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
                 "INSERT INTO items SELECT i, 'item number ' || i FROM n",
@@ -321,27 +324,15 @@ def test_the_next_sync_of_a_table_closes_the_row_its_killed_predecessor_left(
     assert (done.id, done.success, done.rows_read) == (result.update_id, True, ROWS)
 
 
-class SlowFetcher(DataFetcher):
+class SlowFetcher(WrappedFetcher):
     """A real fetcher that waits before each batch until the test lets it go on."""
 
     def __init__(self, inner: DataFetcher, go_on: threading.Event):
-        self.inner = inner
+        super().__init__(inner)
         self.go_on = go_on
 
-    @property
-    def columns(self) -> list[ColumnSpec]:
-        return self.inner.columns
-
-    @property
-    def watermark_reached(self) -> Watermark | None:
-        return self.inner.watermark_reached
-
-    @property
-    def watermark_types(self) -> list[sa.types.TypeEngine[Any]]:
-        return self.inner.watermark_types
-
-    def batches(self, since: Watermark | None, batch_size: int) -> Iterator[Batch]:
-        for batch in self.inner.batches(since, batch_size):
+    def passed(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        for batch in batches:
             self.go_on.wait(timeout=30)
             yield batch
 

@@ -252,7 +252,7 @@ def test_a_trim_rule_trims_even_when_the_source_does_not_trim():
     assert plan.apply([(1, "ITEM-1    ")]) == [(1, "ITEM-1")]
 
 
-def test_a_bad_value_in_a_batch_names_its_column_and_the_value():
+def test_a_bad_value_in_a_batch_names_its_table_row_column_and_value():
     plan = DecodePlan(RAW_COLUMNS, sales_config(), trim_strings=True)
     batch = [
         (1, "A", None, 124060, 6170, 124061, 93000),
@@ -262,9 +262,10 @@ def test_a_bad_value_in_a_batch_names_its_column_and_the_value():
     with pytest.raises(DecodeError) as raised:
         plan.apply(batch)
 
-    message = str(raised.value)
-    assert message.startswith("column `SDTDAY`: `236000` is not a time HHMMSS")
-    assert "decode" in message
+    assert str(raised.value) == (
+        "table `f4211`, row (SDDOCO) = (2,): column `SDTDAY`: `236000` is not a time HHMMSS; "
+        "fix the source row or the column's `decode` rule"
+    )
 
 
 def test_a_timestamp_of_a_column_the_source_lacks_is_a_config_error():

@@ -1,8 +1,6 @@
 """Table assets: materializing one syncs its table from the source into the cache."""
 
-import logging
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
@@ -15,9 +13,7 @@ from datasync_dagster.defs.liveness import run_alive
 from datasync_dagster.defs.resources import CACHE_KEY, CacheResource, SourceResource, source_key
 from datasync_dagster.engine import TIER_NAMES, SyncResult, TProgress, sync_table
 from datasync_dagster.errors import ConfigError
-from datasync_dagster.fetchers import ColumnSpec, create_source_engine, fetcher_for
-
-log = logging.getLogger(__name__)
+from datasync_dagster.fetchers import ColumnSpec
 
 TIER_TAG = "datasync/tier"
 SOURCE_TAG = "datasync/source"
@@ -69,7 +65,11 @@ def make_table_assets(config: DataSyncConfig) -> list[dg.AssetsDefinition]:
 
 
 def make_table_asset(table: TableConfig, config: DataSyncConfig) -> dg.AssetsDefinition:
-    """The asset of one configured table, named after it and grouped by its source system."""
+    """The asset of one configured table, named after it and grouped by its source system.
+
+    Making it reads no database: the code location loads in every run worker, and a slow or
+    unreachable source must not hold that up. The column schema comes with each materialization.
+    """
     source = config.source(table.source)
     batch_size = config.options.batch_size
     metadata: dict[str, Any] = {
@@ -78,9 +78,6 @@ def make_table_asset(table: TableConfig, config: DataSyncConfig) -> dg.AssetsDef
         "watermark_columns": ", ".join(table.watermark) or None,
         "dagster/table_name": _table_name(table, config),
     }
-    schema = _probe_schema(table, source)
-    if schema is not None:
-        metadata["dagster/column_schema"] = schema
 
     @dg.asset(
         name=table.name,
@@ -167,29 +164,6 @@ def column_schema(columns: list[ColumnSpec], key_columns: list[str]) -> dg.Table
     )
 
 
-def _probe_schema(table: TableConfig, source: DataSourceConfig) -> dg.TableSchema | None:
-    """The column schema read from the source now, or None when the source cannot be read.
-
-    A source that is down must not keep the code location from loading; its assets then show
-    their schema from their next materialization on.
-    """
-    try:
-        url = make_url(source.resolve_url())
-        if url.get_backend_name() == "sqlite" and not _sqlite_file_exists(url.database):
-            return None
-        engine = create_source_engine(source)
-    except Exception as e:  # any failure only means no schema is shown
-        log.warning("no column schema for %s: source %s: %s", table.name, source.name, e)
-        return None
-    try:
-        return column_schema(fetcher_for(engine, source, table).columns, table.key_columns)
-    except Exception as e:  # see above
-        log.warning("no column schema for %s: source %s: %s", table.name, source.name, e)
-        return None
-    finally:
-        engine.dispose()
-
-
 def _progress_log(context: dg.AssetExecutionContext, table: TableConfig) -> TProgress:
     started = time.monotonic()
 
@@ -236,8 +210,3 @@ def _origin(column: ColumnSpec) -> str | None:
     if column.source_name and column.source_name != column.name:
         return f"from source column `{column.source_name}`"
     return None
-
-
-def _sqlite_file_exists(database: str | None) -> bool:
-    # Connecting would create an empty file where the demo has not made its sources yet.
-    return database is not None and database != ":memory:" and Path(database).is_file()

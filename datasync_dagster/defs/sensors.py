@@ -9,12 +9,12 @@
 """
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 import dagster as dg
 
-from datasync_dagster.audit import DataUpdate
+from datasync_dagster.audit import AuditLog, DataUpdate
 from datasync_dagster.config import DataSyncConfig, TableConfig
 from datasync_dagster.defs.checks import health_check_key
 from datasync_dagster.defs.liveness import run_alive
@@ -25,6 +25,9 @@ from datasync_dagster.health import assess
 DUE_EVERY_SECONDS = 120
 SWEEP_EVERY_SECONDS = 60
 HEALTH_EVERY_SECONDS = 120
+
+TSensorOutcome = dg.SensorResult | dg.SkipReason | list[dg.RunRequest]
+TSensorDecision = Callable[[dg.SensorEvaluationContext, AuditLog], TSensorOutcome]
 
 
 def make_sensors(config: DataSyncConfig) -> list[dg.SensorDefinition]:
@@ -59,20 +62,7 @@ def due_run_key(table: TableConfig, last: DataUpdate | None) -> str:
 def make_due_sensor(config: DataSyncConfig) -> dg.SensorDefinition:
     """Requests the syncs that are due and that no schedule has started."""
 
-    @dg.sensor(
-        name="due_tables",
-        minimum_interval_seconds=DUE_EVERY_SECONDS,
-        target=dg.AssetSelection.assets(*[table.name for table in config.tables]),
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description=(
-            "Syncs each table whose last success is older than its tier's interval, or that "
-            "was never synced, unless it is syncing or queued; once per lapse."
-        ),
-    )
-    def due_tables(
-        context: dg.SensorEvaluationContext, cache: CacheResource
-    ) -> list[dg.RunRequest] | dg.SkipReason:
-        audit = cache.audit()
+    def due_tables(context: dg.SensorEvaluationContext, audit: AuditLog) -> TSensorOutcome:
         busy = busy_tables(context.instance, audit)
         idle = [table for table in config.tables if table.name not in busy]
         lapsed = due(idle, config, audit.last_successes(), _utcnow())
@@ -80,52 +70,46 @@ def make_due_sensor(config: DataSyncConfig) -> dg.SensorDefinition:
             return dg.SkipReason("no idle table is past its interval")
         return [sync_request(table, due_run_key(table, last)) for table, last in lapsed]
 
-    return due_tables
+    return _audit_sensor(
+        "due_tables",
+        due_tables,
+        every_seconds=DUE_EVERY_SECONDS,
+        target=dg.AssetSelection.assets(*[table.name for table in config.tables]),
+        description=(
+            "Syncs each table whose last success is older than its tier's interval, or that "
+            "was never synced, unless it is syncing or queued; once per lapse."
+        ),
+    )
 
 
 def make_sweep_sensor() -> dg.SensorDefinition:
     """Closes the `DataUpdate` rows of syncs that ended without closing them."""
 
-    @dg.sensor(
-        name="interrupted_syncs",
-        minimum_interval_seconds=SWEEP_EVERY_SECONDS,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description=(
-            "Closes as failed the open DataUpdate rows whose Dagster run is finished or gone, "
-            "or whose process on this host has died."
-        ),
-    )
-    def interrupted_syncs(
-        context: dg.SensorEvaluationContext, cache: CacheResource
-    ) -> dg.SkipReason:
-        closed = cache.audit().sweep(run_alive(context.instance))
+    def interrupted_syncs(context: dg.SensorEvaluationContext, audit: AuditLog) -> TSensorOutcome:
+        closed = audit.sweep(run_alive(context.instance))
         if closed:
             context.log.warning("closed the DataUpdate rows %s of interrupted syncs", closed)
             return dg.SkipReason(f"closed the DataUpdate rows {closed} of interrupted syncs")
         return dg.SkipReason("no interrupted sync")
 
-    return interrupted_syncs
+    return _audit_sensor(
+        "interrupted_syncs",
+        interrupted_syncs,
+        every_seconds=SWEEP_EVERY_SECONDS,
+        description=(
+            "Closes as failed the open DataUpdate rows whose Dagster run is finished or gone, "
+            "or whose process on this host has died."
+        ),
+    )
 
 
 def make_health_sensor(config: DataSyncConfig) -> dg.SensorDefinition:
     """Re-evaluates the health checks of the tables whose health changed since the last tick."""
     keys = {table.name: health_check_key(table) for table in config.tables}
 
-    @dg.sensor(
-        name="table_health",
-        minimum_interval_seconds=HEALTH_EVERY_SECONDS,
-        target=dg.AssetSelection.checks(*keys.values()),
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description=(
-            "Runs the health checks of the tables whose health changed (Healthy, Degraded, "
-            "Unhealthy), so that a table nobody syncs still shows it."
-        ),
-    )
-    def table_health(
-        context: dg.SensorEvaluationContext, cache: CacheResource
-    ) -> dg.SensorResult | dg.SkipReason:
+    def table_health(context: dg.SensorEvaluationContext, audit: AuditLog) -> TSensorOutcome:
         seen = json.loads(context.cursor) if context.cursor else {}
-        now = {t.table: t.status.label for t in assess(config, cache.audit()).tables}
+        now = {t.table: t.status.label for t in assess(config, audit).tables}
         changed = sorted(name for name, status in now.items() if seen.get(name) != status)
         if not changed:
             return dg.SkipReason("no table's health has changed")
@@ -134,7 +118,39 @@ def make_health_sensor(config: DataSyncConfig) -> dg.SensorDefinition:
         request = dg.RunRequest(asset_selection=[], asset_check_keys=[keys[n] for n in changed])
         return dg.SensorResult(run_requests=[request], cursor=json.dumps(now, sort_keys=True))
 
-    return table_health
+    return _audit_sensor(
+        "table_health",
+        table_health,
+        every_seconds=HEALTH_EVERY_SECONDS,
+        target=dg.AssetSelection.checks(*keys.values()),
+        description=(
+            "Runs the health checks of the tables whose health changed (Healthy, Degraded, "
+            "Unhealthy), so that a table nobody syncs still shows it."
+        ),
+    )
+
+
+def _audit_sensor(
+    name: str,
+    decide: TSensorDecision,
+    *,
+    every_seconds: int,
+    description: str,
+    target: dg.AssetSelection | None = None,
+) -> dg.SensorDefinition:
+    """A sensor running from the start that hands each tick's `DataUpdate` log to `decide`."""
+
+    @dg.sensor(
+        name=name,
+        minimum_interval_seconds=every_seconds,
+        target=target,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=description,
+    )
+    def evaluate(context: dg.SensorEvaluationContext, cache: CacheResource) -> TSensorOutcome:
+        return decide(context, cache.audit())
+
+    return evaluate
 
 
 def _utcnow() -> datetime:

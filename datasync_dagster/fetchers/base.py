@@ -8,11 +8,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from datasync_dagster.errors import DataSyncError
+
+if TYPE_CHECKING:
+    from datasync_dagster.fetchers.decoding import DecodePlan
 
 Row = Sequence[Any]
 Batch = Sequence[Row]
@@ -53,6 +56,17 @@ class DataFetcher(ABC):
     def watermark_types(self) -> list[sa.types.TypeEngine[Any]]:
         """The source types of the watermark columns, to read a kept watermark back."""
         return []
+
+    @property
+    def decoding(self) -> DecodePlan | None:
+        """How `raw_batches` rows become the rows of `batches`, for a cache that decodes them in
+        SQL; None when there is nothing to decode, or no raw rows to offer."""
+        return None
+
+    def raw_batches(self, since: Watermark | None, batch_size: int) -> Iterator[Batch]:
+        """Like `batches`, but the rows as the source holds them, following
+        `decoding.raw_columns`; only fetchers with a `decoding` offer them."""
+        raise NotImplementedError(f"{type(self).__name__} has no raw rows to offer")
 
     def parse_watermark(self, text: str | None) -> Watermark | None:
         """A watermark kept in `DataUpdate`, as values of the watermark columns' types."""

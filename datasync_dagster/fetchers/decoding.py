@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Context, Decimal, Inexact
 from itertools import repeat
@@ -19,8 +19,8 @@ from datasync_dagster.config import (
     Timestamp,
     Trim,
 )
-from datasync_dagster.errors import ConfigError
-from datasync_dagster.fetchers.base import Batch, ColumnSpec
+from datasync_dagster.errors import ConfigError, DecodeError
+from datasync_dagster.fetchers.base import Batch, ColumnSpec, Row
 from datasync_dagster.fetchers.jde import (
     MemoDecoder,
     hhmmss_to_time,
@@ -31,6 +31,8 @@ from datasync_dagster.fetchers.jde import (
 
 # A column-wise step: takes the raw columns of one batch, returns the values of one cache column.
 ColumnStep = Callable[[Sequence[Sequence[Any]]], Sequence[Any]]
+
+Rule = JulianDate | HhmmssTime | ImpliedDecimal | Trim | Timestamp
 
 _WIDEST_DECIMAL = 38
 
@@ -53,13 +55,28 @@ def generic_type(type_: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
     return generic
 
 
+@dataclass(frozen=True)
+class DecodedColumn:
+    """One cache column and what makes it: a rule over raw columns, or one raw column as it is."""
+
+    column: ColumnSpec
+    raw: tuple[int, ...]
+    rule: Rule | None = None
+
+
 class DecodePlan:
-    """The cache columns of a table and how each one is made from the raw source columns."""
+    """The cache columns of a table and how each one is made from the raw source columns.
+
+    `apply` decodes in Python; a cache that decodes in SQL reads `decoded` instead.
+    """
 
     def __init__(self, raw: Sequence[ColumnSpec], table: TableConfig, *, trim_strings: bool):
+        self.raw_columns = list(raw)
+        self._table, self._keys = table.name, table.key_columns
         self._index = {column.name.upper(): i for i, column in enumerate(raw)}
         self._steps: list[ColumnStep | int] = []
         self._columns: list[ColumnSpec] = []
+        self.decoded: list[DecodedColumn] = []
         for i, column in enumerate(raw):
             rule = _rule_for(table, column.name)
             if rule is None and trim_strings and _is_char(column.type):
@@ -79,17 +96,48 @@ class DecodePlan:
         return self._steps == list(range(len(self._steps)))
 
     def apply(self, batch: Batch) -> Batch:
-        """Decode one batch of raw rows into cache rows."""
+        """Decode one batch of raw rows into cache rows.
+
+        Raises:
+            DecodeError: a value does not follow its rule; the message names the table, the
+                row's key, the column and the value.
+        """
         if self.is_identity or not batch:
             return batch
+        try:
+            return self._decoded(batch)
+        except DecodeError:
+            refusal = self.refusal(batch)
+            if refusal is None:
+                raise
+            raise refusal from None
+
+    def refusal(self, rows: Batch) -> DecodeError | None:
+        """The error of the first of `rows` that a rule refuses, naming the row by its key;
+        None if every row decodes."""
+        for row in rows:
+            try:
+                self._decoded([row])
+            except DecodeError as e:
+                return DecodeError(f"table `{self._table}`, row {self.key_of(row)}: {e}")
+        return None
+
+    def key_of(self, row: Row) -> str:
+        """The key of a raw row, as `(K1, K2) = (v1, v2)`."""
+        keys = [key for key in self._keys if key.upper() in self._index]
+        values = tuple(row[self._index[key.upper()]] for key in keys)
+        return f"({', '.join(keys)}) = {values!r}"
+
+    def _decoded(self, batch: Batch) -> Batch:
         raw = list(zip(*batch, strict=True))
         values = [raw[step] if isinstance(step, int) else step(raw) for step in self._steps]
         return list(zip(*values, strict=True))
 
-    def _add(self, column: ColumnSpec, i: int, rule: Any) -> None:
+    def _add(self, column: ColumnSpec, i: int, rule: Rule | None) -> None:
         if rule is None:
             self._steps.append(i)
             self._columns.append(column)
+            self.decoded.append(DecodedColumn(column, (i,)))
             return
         name = column.name
         if isinstance(rule, JulianDate):
@@ -108,6 +156,7 @@ class DecodePlan:
             self._steps.append(_trim_step(i))
             length = getattr(column.type, "length", None)
             self._columns.append(replace(column, type=sa.String(length)))
+        self.decoded.append(DecodedColumn(self._columns[-1], (i,), rule))
 
     def _add_timestamp(self, name: str, rule: Timestamp, table: TableConfig) -> None:
         try:
@@ -120,9 +169,10 @@ class DecodePlan:
 
         self._steps.append(_timestamp_step(date_at, time_at, name))
         self._columns.append(ColumnSpec(name=name, type=sa.DateTime(), nullable=True))
+        self.decoded.append(DecodedColumn(self._columns[-1], (date_at, time_at), rule))
 
 
-def _rule_for(table: TableConfig, column: str) -> Any:
+def _rule_for(table: TableConfig, column: str) -> Rule | None:
     for name, rule in table.decode.items():
         if name.upper() == column.upper() and not isinstance(rule, Timestamp):
             return rule

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from operator import itemgetter
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,37 +11,22 @@ from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
 from datasync_dagster.config import DataSourceConfig, TableConfig
 from datasync_dagster.errors import SourceError
-from datasync_dagster.fetchers.base import Batch, ColumnSpec, DataFetcher, Watermark
-from datasync_dagster.fetchers.decoding import DecodePlan, generic_type
-from datasync_dagster.fetchers.read_ahead import read_ahead
+from datasync_dagster.fetchers.base import Batch, ColumnSpec, Watermark
+from datasync_dagster.fetchers.decoding import generic_type
+from datasync_dagster.fetchers.planned import PlannedFetcher
 from datasync_dagster.identifiers import checked
 
 log = logging.getLogger(__name__)
 
 
-class SqlFetcher(DataFetcher):
+class SqlFetcher(PlannedFetcher):
     """Reads one configured table from a source database, decoding it by the table's rules."""
 
     def __init__(self, engine: sa.Engine, source: DataSourceConfig, table: TableConfig):
         self._engine = engine
         self._source = source
         self._table = table
-        self._raw = self._reflect()
-        self._plan = DecodePlan(self._raw, table, trim_strings=source.trims_strings)
-        self._watermark_at = [self._position(name, "watermark") for name in table.watermark]
-        self._reached: Watermark | None = None
-
-    @property
-    def columns(self) -> list[ColumnSpec]:
-        return self._plan.columns
-
-    @property
-    def watermark_types(self) -> list[sa.types.TypeEngine[Any]]:
-        return [self._raw[i].type for i in self._watermark_at]
-
-    @property
-    def watermark_reached(self) -> Watermark | None:
-        return self._reached
+        super().__init__(self._reflect(), source, table)
 
     def select(self, since: Watermark | None) -> sa.Select[Any]:
         """The statement that reads the rows at or past `since`."""
@@ -56,30 +40,13 @@ class SqlFetcher(DataFetcher):
             statement = statement.where(self._at_or_past(source, since))
         return statement
 
-    def batches(self, since: Watermark | None, batch_size: int) -> Iterator[Batch]:
-        self._reached = since
-        rows = self._rows(since, batch_size)
-        if self._plan.is_identity:
-            # Nothing to decode: reading is mostly waiting on the source, done meanwhile.
-            yield from read_ahead(rows)
-            return
-        for raw in rows:
-            decoded = self._plan.apply(raw)
-            del raw
-            yield decoded
-            del decoded
-
-    def _rows(self, since: Watermark | None, batch_size: int) -> Iterator[Batch]:
+    def read(self, since: Watermark | None, batch_size: int) -> Iterator[Batch]:
         statement = self.select(since)
-        getter = itemgetter(*self._watermark_at) if self._watermark_at else None
         with self._engine.connect() as connection:
             result = connection.execution_options(
                 stream_results=True, max_row_buffer=self._source.fetch_size
             ).execute(statement)
-            # Each batch is let go before the next one is read, so that only one is in memory.
             while raw := result.fetchmany(batch_size):
-                if getter is not None:
-                    self._advance(raw, getter)
                 yield raw
                 del raw
 
@@ -133,15 +100,6 @@ class SqlFetcher(DataFetcher):
             return source_name.upper()
         return source_name
 
-    def _position(self, name: str, field: str) -> int:
-        for i, column in enumerate(self._raw):
-            if column.name.upper() == name.upper():
-                return i
-        raise SourceError(
-            f"table `{self._table.name}`: {field} column `{name}` is not read from "
-            f"`{self._table.source_table}`; add it to `columns` or fix `{field}`"
-        )
-
     def _at_or_past(self, source: sa.TableClause, since: Watermark) -> sa.ColumnElement[bool]:
         columns = [source.columns[i] for i in self._watermark_at]
         # Lexicographic "at or past": (c1 > v1) or (c1 = v1 and c2 >= v2) ..., led by c1 >= v1
@@ -156,18 +114,3 @@ class SqlFetcher(DataFetcher):
             )
             alternatives.append(sa.and_(*equal, last))
         return sa.and_(columns[0] >= since[0], sa.or_(*alternatives))
-
-    def _advance(self, raw: Sequence[Any], getter: itemgetter[Any]) -> None:
-        single = len(self._watermark_at) == 1
-        try:
-            # The highest of all values, found without a Python step per row; it counts only
-            # when it holds no NULL, and NULLs that cannot be compared take the long way.
-            top = max(map(getter, raw), default=None)
-        except TypeError:
-            top = None
-        top = (top,) if single and top is not None else top
-        if top is None or None in top:
-            keys = map(getter, raw) if not single else ((value,) for value in map(getter, raw))
-            top = max((key for key in keys if None not in key), default=None)
-        if top is not None and (self._reached is None or top > self._reached):
-            self._reached = tuple(top)

@@ -19,18 +19,16 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from operator import itemgetter
 from typing import Any
 
 import pyodbc
-import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.default import DefaultDialect
 
 from datasync_dagster.config import DataSourceConfig, TableConfig
 from datasync_dagster.errors import SourceError
-from datasync_dagster.fetchers.base import Batch, ColumnSpec, DataFetcher, Watermark
-from datasync_dagster.fetchers.decoding import DecodePlan
+from datasync_dagster.fetchers.base import Batch, ColumnSpec, Watermark
+from datasync_dagster.fetchers.planned import PlannedFetcher
 from datasync_dagster.identifiers import checked, qualified, quote
 from datasync_dagster.types import odbc_source_type
 
@@ -101,7 +99,7 @@ def ase_source(url: str | URL) -> OdbcSource:
     return OdbcSource(connection_string, ASE_SESSION, ASE_WATERMARK_MARGIN)
 
 
-class OdbcFetcher(DataFetcher):
+class OdbcFetcher(PlannedFetcher):
     """Reads one configured table through pyodbc, decoding it by the table's rules.
 
     Args:
@@ -114,22 +112,7 @@ class OdbcFetcher(DataFetcher):
         self._database = database
         self._source = source
         self._table = table
-        self._raw = self._describe()
-        self._plan = DecodePlan(self._raw, table, trim_strings=source.trims_strings)
-        self._watermark_at = [self._position(name) for name in table.watermark]
-        self._reached: Watermark | None = None
-
-    @property
-    def columns(self) -> list[ColumnSpec]:
-        return self._plan.columns
-
-    @property
-    def watermark_types(self) -> list[sa.types.TypeEngine[Any]]:
-        return [self._raw[i].type for i in self._watermark_at]
-
-    @property
-    def watermark_reached(self) -> Watermark | None:
-        return self._reached
+        super().__init__(self._describe(), source, table)
 
     def select(self, since: Watermark | None) -> tuple[str, list[Any]]:
         """The statement that reads the rows at or past `since`, and its parameters."""
@@ -141,19 +124,15 @@ class OdbcFetcher(DataFetcher):
         where, parameters = at_or_past(names, self._bound(since))
         return f"{sql} WHERE {where}", parameters
 
-    def batches(self, since: Watermark | None, batch_size: int) -> Iterator[Batch]:
-        self._reached = since
+    def read(self, since: Watermark | None, batch_size: int) -> Iterator[Batch]:
         sql, parameters = self.select(since)
-        getter = itemgetter(*self._watermark_at) if self._watermark_at else None
         connection = self._connect()
         try:
             cursor = connection.cursor()
             self._execute(cursor, sql, parameters)
             while rows := self._fetch(cursor, batch_size):
-                raw = [tuple(row) for row in rows]
-                if getter is not None:
-                    self._advance(raw, getter)
-                yield self._plan.apply(raw)
+                yield [tuple(row) for row in rows]
+                del rows
         finally:
             connection.close()
 
@@ -197,22 +176,6 @@ class OdbcFetcher(DataFetcher):
             nullable=bool(nullable) and name.upper() not in keys,
             source_name=name,
         )
-
-    def _position(self, name: str) -> int:
-        for i, column in enumerate(self._raw):
-            if column.name.upper() == name.upper():
-                return i
-        raise SourceError(
-            f"table `{self._table.name}`: watermark column `{name}` is not read from "
-            f"`{self._table.source_table}`; add it to `columns` or fix `watermark`"
-        )
-
-    def _advance(self, raw: Sequence[Sequence[Any]], getter: itemgetter[Any]) -> None:
-        single = len(self._watermark_at) == 1
-        keys = ((getter(row),) if single else tuple(getter(row)) for row in raw)
-        top = max((key for key in keys if None not in key), default=None)
-        if top is not None and (self._reached is None or top > self._reached):
-            self._reached = top
 
     def _connect(self) -> Any:
         try:

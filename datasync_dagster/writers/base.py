@@ -12,9 +12,12 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
-from datasync_dagster.errors import DuplicateKeys, SchemaMismatch
+from datasync_dagster.errors import DecodeError, DuplicateKeys, SchemaMismatch
 from datasync_dagster.fetchers.base import Batch, ColumnSpec
+from datasync_dagster.fetchers.decoding import DecodePlan
 from datasync_dagster.identifiers import checked, qualified, quote
+from datasync_dagster.writers import drift
+from datasync_dagster.writers.sql_decoding import SqlDecoder
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +41,17 @@ class StagingTable:
     schema: str | None
     columns: Sequence[ColumnSpec]
     key_columns: Sequence[str]
+    # Set when the cache decodes in SQL: the staging table then holds the raw columns.
+    decoding: DecodePlan | None = None
 
     @property
     def column_names(self) -> list[str]:
         return [column.name for column in self.columns]
+
+    @property
+    def loaded_columns(self) -> Sequence[ColumnSpec]:
+        """The columns of the rows loaded: the raw ones when the cache decodes them."""
+        return self.columns if self.decoding is None else self.decoding.raw_columns
 
     @property
     def value_columns(self) -> list[str]:
@@ -63,19 +73,35 @@ class CacheWriter(ABC):
         """A quoted identifier of this cache's dialect."""
         return quote(self.dialect, name)
 
+    @property
+    def sql_decoder(self) -> SqlDecoder | None:
+        """The SQL this dialect decodes JDE values with, if it has one."""
+        return None
+
+    def decodes(self, plan: DecodePlan) -> bool:
+        """Whether this cache decodes `plan` in SQL, from raw staged rows."""
+        decoder = self.sql_decoder
+        return decoder is not None and decoder.can_decode(plan)
+
     def table_name(self, name: str) -> str:
         """A quoted cache table name with its schema."""
         return qualified(self.dialect, name, self.schema)
 
     @contextmanager
     def staging(
-        self, target: str, columns: Sequence[ColumnSpec], key_columns: Sequence[str]
+        self,
+        target: str,
+        columns: Sequence[ColumnSpec],
+        key_columns: Sequence[str],
+        *,
+        decoding: DecodePlan | None = None,
     ) -> Iterator[Staging]:
         """Hold one connection with a new staging table for a sync into `target`.
 
         The caller loads batches and calls `merge`, whose one transaction is the only one that
         touches the cache table: leaving the block any other way leaves the cache table exactly
-        as it was. The staging table is dropped on every path.
+        as it was. The staging table is dropped on every path. With `decoding` (which
+        `decodes` must accept), batches hold raw rows, decoded in SQL by the merge.
         """
         checked(target, "cache table")
         staging = StagingTable(
@@ -84,6 +110,7 @@ class CacheWriter(ABC):
             schema=self.schema,
             columns=columns,
             key_columns=_keys_as_columns(key_columns, columns, target),
+            decoding=decoding,
         )
         with self.engine.connect() as connection:
             try:
@@ -126,12 +153,14 @@ class CacheWriter(ABC):
         return f"stg_{target[:40]}_{uuid.uuid4().hex[:12]}"
 
     def prepare_cache_table(self, connection: sa.Connection, staging: StagingTable) -> None:
-        """Create the cache table when it is missing, add columns the source has gained."""
+        """Create the cache table when it is missing; when it exists, refuse a sync it no longer
+        fits (`drift.check_cache_table`) and add the columns the source has gained."""
         inspector = sa.inspect(connection)
         if not inspector.has_table(staging.target, schema=self.schema):
             self.cache_table(staging).create(connection)
             log.info("created cache table %s", staging.target)
             return
+        drift.check_cache_table(self, inspector, staging)
         present = {c["name"].upper() for c in inspector.get_columns(staging.target, self.schema)}
         for column in staging.columns:
             if column.name.upper() not in present:
@@ -203,6 +232,59 @@ class CacheWriter(ABC):
     @abstractmethod
     def staging_ref(self, staging: StagingTable) -> str:
         """How SQL names the staging table."""
+
+    def raw_ref(self, staging: StagingTable, i: int) -> str:
+        """How SQL names raw column `i` of a staging table that holds raw rows."""
+        assert staging.decoding is not None
+        return self.q(staging.decoding.raw_columns[i].name)
+
+    def raw_staging_ref(self, staging: StagingTable) -> str:
+        """How SQL names the table the raw rows of one batch are loaded into."""
+        return self.q(f"{staging.name}_raw")
+
+    def decode_raw(self, connection: sa.Connection, staging: StagingTable, into: str) -> None:
+        """Decode the raw rows loaded so far into the table `into` (quoted), and empty the raw
+        table for the next batch. A value a decoding rule refuses raises `DecodeError`.
+
+        Decoding batch by batch lets the server decode one batch while the next is read."""
+        plan, decoder = staging.decoding, self.sql_decoder
+        assert plan is not None and decoder is not None
+        self.check_decodable(connection, staging)
+        columns = ", ".join(self.q(name) for name in staging.column_names)
+        values = ", ".join(decoder.values(plan, lambda i: self.raw_ref(staging, i)))
+        connection.exec_driver_sql(
+            f"INSERT INTO {into} ({columns}) SELECT {values} FROM {self.raw_staging_ref(staging)}"
+        )
+        self.empty_raw(connection, staging)
+
+    def empty_raw(self, connection: sa.Connection, staging: StagingTable) -> None:
+        """Remove the raw rows once they are decoded."""
+        connection.exec_driver_sql(f"DELETE FROM {self.raw_staging_ref(staging)}")
+
+    def check_decodable(self, connection: sa.Connection, staging: StagingTable) -> None:
+        """Raise `DecodeError` for a staged raw row that a decoding rule refuses, in the words
+        of the Python rule, with the row's key."""
+        plan, decoder = staging.decoding, self.sql_decoder
+        assert plan is not None and decoder is not None
+        condition = decoder.refused(plan, lambda i: self.raw_ref(staging, i))
+        if condition is None:
+            return
+        values = ", ".join(self.raw_ref(staging, i) for i in range(len(plan.raw_columns)))
+        # Read back as the fetcher read them: SQLite, say, keeps decimals as floats.
+        statement = sa.text(
+            f"SELECT {values} FROM {self.raw_staging_ref(staging)} WHERE {condition} LIMIT 1"
+        ).columns(*[sa.column(c.name, self.cache_type(c.type)) for c in plan.raw_columns])
+        row = connection.execute(statement).first()
+        if row is None:
+            return
+        refusal = plan.refusal([tuple(row)])
+        if refusal is not None:
+            raise refusal
+        raise DecodeError(
+            f"table `{staging.target}`, row {plan.key_of(tuple(row))}: raw values {tuple(row)} "
+            "decode in Python but not in the cache's SQL; sync the table into a cache without "
+            "SQL decoding, and report the values"
+        )
 
     def create_staging(self, connection: sa.Connection, staging: StagingTable) -> None:
         """Create the empty staging table: the sync's columns, all nullable, no key."""

@@ -11,15 +11,16 @@ so that unchanged rows leave no dead tuples and no index churn behind.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import sqlalchemy as sa
 
 from datasync_dagster.errors import SchemaMismatch
-from datasync_dagster.fetchers.base import Batch
+from datasync_dagster.fetchers.base import Batch, ColumnSpec
 from datasync_dagster.writers import postgres_copy
 from datasync_dagster.writers.base import CacheWriter, MergeCounts, Staging, StagingTable
+from datasync_dagster.writers.sql_decoding import PostgresDecoder, SqlDecoder
 
 log = logging.getLogger(__name__)
 
@@ -38,53 +39,95 @@ class PostgresWriter(CacheWriter):
 
     dialect_name = "postgresql"
 
+    @property
+    def sql_decoder(self) -> SqlDecoder:
+        return PostgresDecoder(lambda type_: type_.compile(dialect=self.dialect))
+
     def begin_staging(self, connection: sa.Connection, staging: StagingTable) -> Staging:
-        if any(_as_text(staging)):
+        if _has_view(staging):
             return super().begin_staging(connection, staging)
         connection.begin()
         if sa.inspect(connection).has_table(staging.target, schema=self.schema):
             connection.rollback()
             return super().begin_staging(connection, staging)
         self.create_keyless(connection, staging)
+        if staging.decoding is not None:
+            self.create_raw(connection, staging)
         return _FirstLoad(self, connection, staging)
 
     def create_staging(self, connection: sa.Connection, staging: StagingTable) -> None:
-        """Staging columns take the wide types of `postgres_copy.wide`; with decimals staged as
-        text, the view `staging_ref` names reads them back as the cache's types."""
-        types = [self.cache_type(c.type) for c in staging.columns]
-        sa.Table(
-            staging.name,
-            sa.MetaData(),
-            *[
-                sa.Column(c.name, postgres_copy.wide(t))
-                for c, t in zip(staging.columns, types, strict=True)
-            ],
-            prefixes=["TEMPORARY"],
-        ).create(connection)
-        if any(_as_text(staging)):
+        """Staging columns take the wide types of `postgres_copy.wide`, and where decimals are
+        staged as text, the view `staging_ref` names reads them as the cache's types. Rows
+        decoded here arrive by INSERT, so they are staged in the cache's own types."""
+        if staging.decoding is not None:
+            self._create_temp(connection, staging.name, staging.columns, widen=False)
+            self.create_raw(connection, staging)
+            return
+        self._create_temp(connection, staging.name, staging.columns, widen=True)
+        if _has_view(staging):
             columns = ", ".join(
-                f"{self.q(c.name)}::{t.compile(dialect=self.dialect)} AS {self.q(c.name)}"
-                if postgres_copy.staged_as_text(t)
+                f"{self.q(c.name)}::{self._type_sql(c)} AS {self.q(c.name)}"
+                if text
                 else self.q(c.name)
-                for c, t in zip(staging.columns, types, strict=True)
+                for c, text in zip(staging.columns, _as_text(staging.columns), strict=True)
             )
             connection.exec_driver_sql(
                 f"CREATE TEMPORARY VIEW {self.staging_ref(staging)} AS "
                 f"SELECT {columns} FROM {self.q(staging.name)}"
             )
 
+    def create_raw(self, connection: sa.Connection, staging: StagingTable) -> None:
+        """The TEMP table each batch of raw rows is copied into, to be decoded from there."""
+        self._create_temp(connection, f"{staging.name}_raw", staging.loaded_columns, widen=True)
+
+    def _create_temp(
+        self,
+        connection: sa.Connection,
+        name: str,
+        columns: Sequence[ColumnSpec],
+        *,
+        widen: bool,
+    ) -> None:
+        types = [self.cache_type(c.type) for c in columns]
+        sa.Table(
+            name,
+            sa.MetaData(),
+            *[
+                sa.Column(c.name, postgres_copy.wide(t) if widen else t)
+                for c, t in zip(columns, types, strict=True)
+            ],
+            prefixes=["TEMPORARY"],
+        ).create(connection)
+
+    def raw_ref(self, staging: StagingTable, i: int) -> str:
+        """A raw column; a decimal staged as text is read as NUMERIC."""
+        assert staging.decoding is not None
+        column = staging.decoding.raw_columns[i]
+        text = postgres_copy.staged_as_text(self.cache_type(column.type))
+        return f"{self.q(column.name)}::numeric" if text else self.q(column.name)
+
+    def empty_raw(self, connection: sa.Connection, staging: StagingTable) -> None:
+        connection.exec_driver_sql(f"TRUNCATE {self.raw_staging_ref(staging)}")
+
+    def _type_sql(self, column: ColumnSpec) -> str:
+        return str(self.cache_type(column.type).compile(dialect=self.dialect))
+
     def staging_ref(self, staging: StagingTable) -> str:
         """The staged rows as the merge reads them: the view over the staging table, if any."""
-        if any(_as_text(staging)):
+        if _has_view(staging):
             return self.q(f"{staging.name}_v")
         return self.q(staging.name)
 
     def drop_staging(self, connection: sa.Connection, staging: StagingTable) -> None:
         try:
             with connection.begin():
-                if any(_as_text(staging)):
+                if _has_view(staging):
                     connection.exec_driver_sql(f"DROP VIEW IF EXISTS {self.staging_ref(staging)}")
                 connection.exec_driver_sql(f"DROP TABLE IF EXISTS {self.q(staging.name)}")
+                if staging.decoding is not None:
+                    connection.exec_driver_sql(
+                        f"DROP TABLE IF EXISTS {self.raw_staging_ref(staging)}"
+                    )
         except sa.exc.SQLAlchemyError:
             log.warning("could not drop staging table %s", staging.name, exc_info=True)
 
@@ -107,7 +150,18 @@ class PostgresWriter(CacheWriter):
         log.info("created cache table %s", staging.target)
 
     def load(self, connection: sa.Connection, staging: StagingTable, batch: Batch) -> None:
-        self.copy_rows(connection, self.q(staging.name), staging, batch, _as_text(staging))
+        self.load_into(connection, self.q(staging.name), staging, batch)
+
+    def load_into(
+        self, connection: sa.Connection, into: str, staging: StagingTable, batch: Batch
+    ) -> None:
+        """Load one batch into the table `into` (quoted); raw rows go through the raw table."""
+        as_text = _as_text(staging.loaded_columns)
+        if staging.decoding is None:
+            self.copy_rows(connection, into, staging, batch, as_text)
+            return
+        self.copy_rows(connection, self.raw_staging_ref(staging), staging, batch, as_text)
+        self.decode_raw(connection, staging, into)
 
     def copy_rows(
         self,
@@ -119,10 +173,10 @@ class PostgresWriter(CacheWriter):
     ) -> None:
         """COPY one batch into the table `into` (quoted): in binary where every column has an
         exact binary form, as text when a value does not fit its column's binary form."""
-        columns = ", ".join(self.q(name) for name in staging.column_names)
-        statement = f"COPY {into} ({columns}) FROM STDIN"
+        names = [column.name for column in staging.loaded_columns]
+        statement = f"COPY {into} ({', '.join(self.q(name) for name in names)}) FROM STDIN"
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        types = postgres_copy.binary_types(cursor, into, staging.column_names, as_text)
+        types = postgres_copy.binary_types(cursor, into, names, as_text)
         if types is not None:
             savepoint = connection.begin_nested()
             try:
@@ -295,9 +349,9 @@ class _FirstLoad(Staging):
         if batch:
             writer = self._writer
             assert isinstance(writer, PostgresWriter)
-            into = writer.table_name(self.table.target)
-            plain = [False] * len(self.table.columns)
-            writer.copy_rows(self._connection, into, self.table, batch, plain)
+            writer.load_into(
+                self._connection, writer.table_name(self.table.target), self.table, batch
+            )
             self.rows += len(batch)
 
     def merge(self, *, delete_missing: bool) -> MergeCounts:
@@ -323,9 +377,14 @@ def add_primary_key(writer: CacheWriter, connection: sa.Connection, staging: Sta
     savepoint.commit()
 
 
-def _as_text(staging: StagingTable) -> list[bool]:
-    """Which staged columns are staged as text."""
-    return [postgres_copy.staged_as_text(column.type) for column in staging.columns]
+def _as_text(columns: Sequence[ColumnSpec]) -> list[bool]:
+    """Which of these columns are staged as text."""
+    return [postgres_copy.staged_as_text(column.type) for column in columns]
+
+
+def _has_view(staging: StagingTable) -> bool:
+    """Whether the merge reads the staged rows through a view: decimals staged as text."""
+    return staging.decoding is None and any(_as_text(staging.columns))
 
 
 def _flag_name(staging: StagingTable) -> str:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
 
-from datasync_dagster.fetchers.base import Batch
+from datasync_dagster.fetchers.base import Batch, ColumnSpec
 from datasync_dagster.writers.base import CacheWriter, MergeCounts, StagingTable
+from datasync_dagster.writers.sql_decoding import SqlDecoder, SqliteDecoder
 
 
 class SqliteWriter(CacheWriter):
@@ -20,8 +21,36 @@ class SqliteWriter(CacheWriter):
     # (15 digits) stay exact; wider source decimals need a PostgreSQL or SQL Server cache.
     dialect_name = "sqlite"
 
+    @property
+    def sql_decoder(self) -> SqlDecoder:
+        return SqliteDecoder()
+
     def staging_ref(self, staging: StagingTable) -> str:
         return f"temp.{self.q(staging.name)}"
+
+    def raw_staging_ref(self, staging: StagingTable) -> str:
+        return f"temp.{self.q(staging.name + '_raw')}"
+
+    def create_staging(self, connection: sa.Connection, staging: StagingTable) -> None:
+        super().create_staging(connection, staging)
+        if staging.decoding is not None:
+            self._create_temp(connection, f"{staging.name}_raw", staging.loaded_columns)
+
+    def drop_staging(self, connection: sa.Connection, staging: StagingTable) -> None:
+        if staging.decoding is not None:
+            with connection.begin():
+                connection.exec_driver_sql(f"DROP TABLE IF EXISTS {self.raw_staging_ref(staging)}")
+        super().drop_staging(connection, staging)
+
+    def _create_temp(
+        self, connection: sa.Connection, name: str, columns: Sequence[ColumnSpec]
+    ) -> None:
+        sa.Table(
+            name,
+            sa.MetaData(),
+            *[sa.Column(c.name, self.cache_type(c.type), nullable=True) for c in columns],
+            prefixes=["TEMPORARY"],
+        ).create(connection)
 
     @contextmanager
     def merge_transaction(self, connection: sa.Connection) -> Iterator[None]:
@@ -35,15 +64,19 @@ class SqliteWriter(CacheWriter):
             connection.execution_options(sqlite_begin="BEGIN")
 
     def load(self, connection: sa.Connection, staging: StagingTable, batch: Batch) -> None:
-        processors = self._processors(staging)
+        processors = self._processors(staging.loaded_columns)
         if any(processors):
             batch = [
                 tuple(p(v) if p else v for p, v in zip(processors, row, strict=True))
                 for row in batch
             ]
-        marks = ", ".join("?" for _ in staging.columns)
+        raw = staging.decoding is not None
+        into = self.raw_staging_ref(staging) if raw else self.staging_ref(staging)
+        marks = ", ".join("?" for _ in staging.loaded_columns)
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        cursor.executemany(f"INSERT INTO {self.staging_ref(staging)} VALUES ({marks})", batch)
+        cursor.executemany(f"INSERT INTO {into} VALUES ({marks})", batch)
+        if raw:
+            self.decode_raw(connection, staging, self.staging_ref(staging))
 
     def merge(
         self, connection: sa.Connection, staging: StagingTable, *, delete_missing: bool
@@ -87,8 +120,8 @@ class SqliteWriter(CacheWriter):
     def _keys_equal(self, staging: StagingTable) -> str:
         return " AND ".join(f"s.{self.q(k)} = t.{self.q(k)}" for k in staging.key_columns)
 
-    def _processors(self, staging: StagingTable) -> list[Callable[[Any], Any] | None]:
+    def _processors(self, columns: Sequence[ColumnSpec]) -> list[Callable[[Any], Any] | None]:
         return [
             self.cache_type(c.type).dialect_impl(self.dialect).bind_processor(self.dialect)
-            for c in staging.columns
+            for c in columns
         ]
