@@ -41,7 +41,7 @@ class PostgresWriter(CacheWriter):
 
     @property
     def sql_decoder(self) -> SqlDecoder:
-        return PostgresDecoder(lambda type_: type_.compile(dialect=self.dialect))
+        return PostgresDecoder()
 
     def begin_staging(self, connection: sa.Connection, staging: StagingTable) -> Staging:
         if _has_view(staging):
@@ -161,7 +161,7 @@ class PostgresWriter(CacheWriter):
             self.copy_rows(connection, into, staging, batch, as_text)
             return
         self.copy_rows(connection, self.raw_staging_ref(staging), staging, batch, as_text)
-        self.decode_raw(connection, staging, into)
+        self.decode_raw(connection, staging, into, len(batch))
 
     def copy_rows(
         self,

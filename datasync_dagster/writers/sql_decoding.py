@@ -85,7 +85,8 @@ class SqlDecoder(ABC):
         """The time 00:00:00, as `hhmmss_time` gives it."""
 
     def trim(self, value: str) -> str:
-        return f"rtrim({value}, ' ')"
+        # Both dialects' one-argument rtrim takes off spaces only, as `str.rstrip(" ")` does.
+        return f"rtrim({value})"
 
     def mod(self, number: str, divisor: int) -> str:
         """The remainder of an integer division, as SQL."""
@@ -148,12 +149,13 @@ class SqlDecoder(ABC):
             f"({self.mod(year, 4)} = 0 AND "
             f"({self.mod(year, 100)} <> 0 OR {self.mod(year, 400)} = 0))"
         )
-        days = f"CASE WHEN {leap} THEN 366 ELSE 365 END"
+        # Only refusals end the chain, but for 0 (no date): a timestamp's time is checked next.
         return (
             f"{self._whole_refused(raw, type_)}"
             f"WHEN {raw} < 0 OR {raw} >= {_JULIAN_END} THEN 1 "
             f"WHEN {number} = 0 THEN 0 "
-            f"WHEN {day} < 1 OR {day} > {days} THEN 1"
+            f"WHEN {day} < 1 OR {day} > 366 THEN 1 "
+            f"WHEN {day} = 366 AND NOT {leap} THEN 1"
         )
 
     def _time_refused(self, raw: str, type_: sa.types.TypeEngine[Any]) -> str:
@@ -171,9 +173,6 @@ class SqlDecoder(ABC):
 
 class PostgresDecoder(SqlDecoder):
     """PostgreSQL: dates by `make_date`, times by `make_time`, amounts as exact NUMERIC."""
-
-    def __init__(self, type_sql: Callable[[sa.types.TypeEngine[Any]], str]):
-        self._type_sql = type_sql
 
     def not_whole(self, value: str, type_: sa.types.TypeEngine[Any]) -> str | None:
         return None if isinstance(type_, sa.Integer) else f"{value} <> trunc({value})"
@@ -194,8 +193,9 @@ class PostgresDecoder(SqlDecoder):
         return f"make_time(({number} / 10000)::int, {minutes}::int, {seconds}::float8)"
 
     def scaled(self, value: str, decimals: int, column: ColumnSpec) -> str:
+        # The product has exactly `decimals` places; the INSERT casts it to the column's type.
         unit = f" * 0.{'0' * (decimals - 1)}1" if decimals else ""
-        return f"(({value})::numeric{unit})::{self._type_sql(column.type)}"
+        return f"(({value})::numeric{unit})"
 
     def timestamp(self, day: str, clock: str) -> str:
         return f"({day} + {clock})"

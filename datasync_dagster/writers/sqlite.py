@@ -76,7 +76,7 @@ class SqliteWriter(CacheWriter):
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         cursor.executemany(f"INSERT INTO {into} VALUES ({marks})", batch)
         if raw:
-            self.decode_raw(connection, staging, self.staging_ref(staging))
+            self.decode_raw(connection, staging, self.staging_ref(staging), len(batch))
 
     def merge(
         self, connection: sa.Connection, staging: StagingTable, *, delete_missing: bool
