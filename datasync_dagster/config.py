@@ -80,14 +80,17 @@ class TierSettings(_Model):
 
 
 class TierOptions(_Model):
+    # Each interval is its schedule's period and some time for the sync to run: with the bare
+    # period, a table would read Degraded for the length of every sync that ends a little
+    # later than the one before it.
     mass: TierSettings = TierSettings(
-        cron="0 2 * * 0", interval=timedelta(days=7), grace=timedelta(days=1)
+        cron="0 2 * * 0", interval=timedelta(days=7, hours=12), grace=timedelta(days=1)
     )
     daily: TierSettings = TierSettings(
-        cron="0 3 * * *", interval=timedelta(days=1), grace=timedelta(hours=6)
+        cron="0 3 * * *", interval=timedelta(hours=26), grace=timedelta(hours=6)
     )
     hourly: TierSettings = TierSettings(
-        cron="0 * * * *", interval=timedelta(hours=1), grace=timedelta(minutes=30)
+        cron="0 * * * *", interval=timedelta(hours=1, minutes=15), grace=timedelta(minutes=30)
     )
 
     def of(self, tier: Tier) -> TierSettings:

@@ -66,7 +66,7 @@ def test_the_demo_configuration_loads_with_its_five_tables():
     ]
     assert config.source_names == ["jde", "cms"]
     assert config.options.timezone == "Europe/Berlin"
-    assert config.options.tiers.hourly.interval == timedelta(hours=1)
+    assert config.options.tiers.hourly.interval == timedelta(hours=1, minutes=15)
 
 
 def test_the_demo_configuration_is_used_when_no_file_is_named(monkeypatch):

@@ -97,7 +97,7 @@ def test_a_table_past_its_interval_or_never_synced_gets_a_run(
 ) -> None:
     audit = cache.audit()
     synced_recently(audit, HOURLY, DAILY)
-    lapsed_id = synced(audit, HOURLY, ago=timedelta(hours=1, minutes=2))
+    lapsed_id = synced(audit, HOURLY, ago=timedelta(hours=1, minutes=17))
 
     runs = requested(evaluate("due_tables", instance, cache))
 
@@ -129,7 +129,7 @@ def test_a_new_lapse_after_a_success_gets_a_run_key_of_its_own(
     audit = cache.audit()
     synced_recently(audit, HOURLY)
     first = synced(audit, HOURLY, ago=timedelta(hours=3))
-    second = synced(audit, HOURLY, ago=timedelta(hours=1, minutes=5))
+    second = synced(audit, HOURLY, ago=timedelta(hours=1, minutes=20))
 
     runs = requested(evaluate("due_tables", instance, cache))
 
