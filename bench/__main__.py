@@ -1,4 +1,7 @@
-"""The benchmark: `.venv/bin/python -m bench [--rows N]` (see bench/README.md)."""
+"""The benchmark: `.venv/bin/python -m bench [--rows N]`.
+
+The README's Performance section says what it measures and how to read it.
+"""
 
 from __future__ import annotations
 
@@ -49,10 +52,10 @@ def main() -> None:
         print(report.floor_lines(before, args.rows))
         results = []
         for cache in args.caches:
-            for decode in (False, True):
+            for decoding in args.decodings:
                 for runner in args.runners:
-                    cache_url = _fresh_cache(databases, cache, decode, runner, Path(scratch))
-                    results += _sequence(args, bench_source, cache, cache_url, decode, runner)
+                    cache_url = _fresh_cache(databases, cache, decoding, runner, Path(scratch))
+                    results += _sequence(args, bench_source, cache, cache_url, decoding, runner)
         # Measured again at the end; the faster of the two is the floor the cases are held to.
         raw_floor = before.best(floor.measure(databases.dsn("src"), databases.dsn("floor")))
         print(report.floor_lines(raw_floor, args.rows, title="raw floor, the faster of two runs"))
@@ -70,6 +73,13 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument(
         "--runners", nargs="+", default=["engine", "dagster"], choices=["engine", "dagster"]
     )
+    parser.add_argument(
+        "--decodings",
+        nargs="+",
+        default=list(report.DECODINGS),
+        choices=report.DECODINGS,
+        help="raw: no decoding; jde: JDE decoding in the cache's SQL; jde-py: in Python",
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip the equality checks")
     parser.add_argument("--keep", action="store_true", help="keep the databases at the end")
     return parser.parse_args()
@@ -86,7 +96,8 @@ def _header(args: argparse.Namespace) -> str:
     )
 
 
-def _sequence(args, bench_source, cache, cache_url, decode, runner) -> list[report.Result]:  # type: ignore[no-untyped-def]
+def _sequence(args, bench_source, cache, cache_url, decoding, runner) -> list[report.Result]:  # type: ignore[no-untyped-def]
+    decode = decoding != report.RAW
     results = []
     for case, tier, change in CASES:
         if change is not None:
@@ -95,6 +106,7 @@ def _sequence(args, bench_source, cache, cache_url, decode, runner) -> list[repo
             source_url=_sa_url(bench_source.dsn),
             cache_url=cache_url,
             decode=decode,
+            decode_in_sql=decoding != report.IN_PYTHON,
             tier=tier,
             runner=runner,
             batch_size=args.batch_size,
@@ -103,7 +115,7 @@ def _sequence(args, bench_source, cache, cache_url, decode, runner) -> list[repo
         problem = (
             None if args.no_verify else verify.mismatch(bench_source.dsn, cache_url, decode=decode)
         )
-        result = report.Result(case, cache, decode, runner, figures, problem)
+        result = report.Result(case, cache, decoding, runner, figures, problem)
         print(report.line(result), flush=True)
         results.append(result)
     return results
@@ -123,8 +135,8 @@ def _run_case(spec: Spec) -> dict[str, float]:
     return figures
 
 
-def _fresh_cache(databases, cache, decode, runner, scratch: Path) -> str:  # type: ignore[no-untyped-def]
-    name = f"{'jde' if decode else 'raw'}_{runner}"
+def _fresh_cache(databases, cache, decoding, runner, scratch: Path) -> str:  # type: ignore[no-untyped-def]
+    name = f"{decoding.replace('-', '_')}_{runner}"
     if cache == "sqlite":
         return f"sqlite:///{scratch / f'cache_{name}.sqlite'}"
     return _sa_url(databases.dsn(f"cache_{name}"))

@@ -28,6 +28,7 @@ class Spec:
     tier: str
     runner: str  # "engine" or "dagster"
     batch_size: int | None = None
+    decode_in_sql: bool = True
 
 
 def run(spec: Spec) -> dict[str, Any]:
@@ -44,7 +45,11 @@ def _run_engine(spec: Spec) -> dict[str, Any]:
     from datasync_dagster.writers import create_cache_engine, writer_for
 
     settings = config(
-        spec.source_url, spec.cache_url, decode=spec.decode, batch_size=spec.batch_size
+        spec.source_url,
+        spec.cache_url,
+        decode=spec.decode,
+        decode_in_sql=spec.decode_in_sql,
+        batch_size=spec.batch_size,
     )
     table, source = settings.tables[0], settings.sources[0]
     source_engine = create_source_engine(source)
@@ -56,7 +61,7 @@ def _run_engine(spec: Spec) -> dict[str, Any]:
     result = sync_table(
         table,
         lambda: fetcher_for(source_engine, source, table),
-        writer_for(cache_engine),
+        writer_for(cache_engine, decode_in_sql=settings.cache.decode_in_sql),
         audit,
         tier=spec.tier,  # type: ignore[arg-type]
         batch_size=settings.options.batch_size,
@@ -78,7 +83,11 @@ def _run_dagster(spec: Spec) -> dict[str, Any]:
     from datasync_dagster.defs.resources import make_resources
 
     settings = config(
-        spec.source_url, spec.cache_url, decode=spec.decode, batch_size=spec.batch_size
+        spec.source_url,
+        spec.cache_url,
+        decode=spec.decode,
+        decode_in_sql=spec.decode_in_sql,
+        batch_size=spec.batch_size,
     )
     asset = make_table_asset(settings.tables[0], settings)
     resources = make_resources(settings)

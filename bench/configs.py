@@ -26,14 +26,19 @@ JDE_DECODE: dict[str, Any] = {
 
 
 def config(
-    source_url: str, cache_url: str, *, decode: bool, batch_size: int | None = None
+    source_url: str,
+    cache_url: str,
+    *,
+    decode: bool,
+    decode_in_sql: bool = True,
+    batch_size: int | None = None,
 ) -> DataSyncConfig:
     """One source, one cache, one table: F4211 as the benchmark syncs it."""
     options = {} if batch_size is None else {"batch_size": batch_size}
     return DataSyncConfig.model_validate(
         {
             "options": options,
-            "cache": {"url": cache_url},
+            "cache": {"url": cache_url, "decode_in_sql": decode_in_sql},
             "sources": [
                 {"name": "jde", "system": "jde" if decode else "generic", "url": source_url}
             ],

@@ -202,6 +202,9 @@ class CacheConfig(_Connection):
 
     url: str | None = "sqlite:///data/cache.sqlite"
     schema_: str | None = Field(default=None, alias="schema")
+    # JDE values are decoded in the cache's SQL where its dialect can (PostgreSQL, SQLite);
+    # false decodes them in Python, as on SQL Server: slower, the same values.
+    decode_in_sql: bool = True
 
     @model_validator(mode="before")
     @classmethod
@@ -260,6 +263,9 @@ class TableConfig(_Model):
     columns: list[str] | None = None
     tier: Tier = "daily"
     watermark: list[str] = []
+    # How far before the last watermark reached an incremental sync starts reading, to catch
+    # rows committed late with an earlier watermark; None starts at the watermark itself.
+    lookback: timedelta | None = None
     decode: dict[str, ColumnRule] = {}
     description: str | None = None
 
@@ -271,6 +277,19 @@ class TableConfig(_Model):
                 f"`{value}` is not a valid asset name; use letters, digits and underscores"
             )
         return value
+
+    @field_validator("lookback", mode="wrap")
+    @classmethod
+    def _positive_lookback(
+        cls, value: Any, parse: ValidatorFunctionWrapHandler
+    ) -> timedelta | None:
+        lookback: timedelta | None = parse(value)
+        if lookback is not None and lookback <= timedelta(0):
+            raise ValueError(
+                f"lookback `{value}` must be longer than zero; use a duration such as PT2H or "
+                "P1D, or leave `lookback` out to read from the watermark itself"
+            )
+        return lookback
 
     @field_validator("decode", mode="before")
     @classmethod
@@ -285,6 +304,11 @@ class TableConfig(_Model):
             raise ValueError(
                 f"tier `{self.tier}` reads incrementally and needs `watermark` columns "
                 "(for JDE, the date and time updated); or make the table tier `mass`"
+            )
+        if self.lookback is not None and not self.watermark:
+            raise ValueError(
+                "`lookback` moves the watermark back, but the table has no `watermark` "
+                "columns; add `watermark` columns or remove `lookback`"
             )
         derived = {name for name, rule in self.decode.items() if isinstance(rule, Timestamp)}
         if self.columns is not None:

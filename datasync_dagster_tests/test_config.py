@@ -334,3 +334,52 @@ def test_a_parallel_limit_of_zero_is_quoted_with_the_least_it_may_be(tmp_path):
         f"{path}: options.max_parallel_syncs: `max_parallel_syncs` is `0`; "
         "use a number greater than 0"
     )
+
+
+def with_lookback(lookback: str) -> str:
+    """GOOD with its table given this `lookback`, written as it is."""
+    return GOOD.replace("    tier: hourly\n", f"    tier: hourly\n    lookback: {lookback}\n")
+
+
+@pytest.mark.parametrize(("lookback", "expected"), [("PT2H", 7200), ("900", 900), ("P1D", 86400)])
+def test_a_lookback_reads_as_an_iso_duration_or_a_number_of_seconds(tmp_path, lookback, expected):
+    table = load_config(written(tmp_path, with_lookback(lookback))).tables[0]
+
+    assert table.lookback == timedelta(seconds=expected)
+
+
+def test_a_table_has_no_lookback_unless_given_one_and_the_demos_hourly_jde_table_has_two_hours(
+    tmp_path,
+):
+    assert load_config(written(tmp_path, GOOD)).tables[0].lookback is None
+    assert load_config(DEMO_CONFIG).table("f4211_sales_order_detail").lookback == timedelta(hours=2)
+
+
+@pytest.mark.parametrize("lookback", ["PT0S", "-PT1H"])
+def test_a_lookback_of_no_time_or_less_fails_at_load_quoting_it(tmp_path, lookback):
+    path = written(tmp_path, with_lookback(lookback))
+
+    assert load_error(path) == (
+        f"{path}: tables[0] (`f4211_sales_order_detail`).lookback: lookback `{lookback}` must be "
+        "longer than zero; use a duration such as PT2H or P1D, or leave `lookback` out to read "
+        "from the watermark itself"
+    )
+
+
+def test_a_lookback_that_is_no_duration_fails_at_load_saying_what_to_write(tmp_path):
+    path = written(tmp_path, with_lookback("two hours"))
+
+    assert load_error(path) == (
+        f"{path}: tables[0] (`f4211_sales_order_detail`).lookback: `lookback` is `two hours`, "
+        f"which is not a duration; {DURATIONS}"
+    )
+
+
+def test_a_lookback_on_a_table_without_watermark_columns_fails_at_load_naming_the_table(tmp_path):
+    text = GOOD.replace("    tier: hourly\n    watermark: [SDUPMJ, SDTDAY]\n", "    tier: mass\n")
+    path = written(tmp_path, text + "    lookback: PT2H\n")
+
+    assert load_error(path) == (
+        f"{path}: tables[0] (`f4211_sales_order_detail`): `lookback` moves the watermark back, "
+        "but the table has no `watermark` columns; add `watermark` columns or remove `lookback`"
+    )

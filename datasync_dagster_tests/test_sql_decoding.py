@@ -11,7 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from datasync_dagster.audit import AuditLog
-from datasync_dagster.config import DataSourceConfig, TableConfig
+from datasync_dagster.config import CacheConfig, DataSourceConfig, TableConfig
+from datasync_dagster.defs.resources import cache_resource
 from datasync_dagster.engine import sync_table
 from datasync_dagster.errors import DecodeError
 from datasync_dagster.fetchers.decoding import DecodePlan
@@ -61,16 +62,6 @@ COLUMN_TYPES = {
     "integer": sa.BigInteger(),
     "numeric": sa.Numeric(18, 2),
 }
-
-
-class PythonDecodingWriter:
-    """Wraps a writer so that its cache decodes nothing in SQL: rows arrive decoded."""
-
-    @staticmethod
-    def of(writer: CacheWriter) -> CacheWriter:
-        python = type(f"Python{type(writer).__name__}", (type(writer),), {"sql_decoder": None})
-        made: CacheWriter = python(writer.engine, writer.schema)
-        return made
 
 
 def raw_table(metadata: sa.MetaData, kind: str) -> sa.Table:
@@ -156,7 +147,7 @@ def test_sql_decoding_stores_exactly_what_python_decoding_stores(caches, source)
     write_source(engine, kind, GOOD_ROWS)
 
     sync_into(engine, sql_cache, writer_for(sql_cache))
-    sync_into(engine, python_cache, PythonDecodingWriter.of(writer_for(python_cache)))
+    sync_into(engine, python_cache, writer_for(python_cache, decode_in_sql=False))
 
     stored = stored_rows(sql_cache)
     assert len(stored) == len(GOOD_ROWS)
@@ -189,7 +180,7 @@ def test_sql_decoding_refuses_a_bad_value_as_python_decoding_does(caches, source
     with pytest.raises(DecodeError) as in_sql:
         sync_into(engine, sql_cache, writer_for(sql_cache))
     with pytest.raises(DecodeError) as in_python:
-        sync_into(engine, python_cache, PythonDecodingWriter.of(writer_for(python_cache)))
+        sync_into(engine, python_cache, writer_for(python_cache, decode_in_sql=False))
 
     assert str(in_sql.value) == str(in_python.value)
     assert str(in_sql.value).startswith("table `raw_values`, row (ID) = (99,): column `")
@@ -207,7 +198,22 @@ def test_a_fraction_where_an_integer_is_due_is_refused_in_sql_as_in_python(
     with pytest.raises(DecodeError) as in_sql:
         sync_into(engine, sql_cache, writer_for(sql_cache))
     with pytest.raises(DecodeError) as in_python:
-        sync_into(engine, python_cache, PythonDecodingWriter.of(writer_for(python_cache)))
+        sync_into(engine, python_cache, writer_for(python_cache, decode_in_sql=False))
 
     assert str(in_sql.value) == str(in_python.value)
     assert "column `AMOUNT`: `12.50` has a fraction" in str(in_sql.value)
+
+
+def test_decoding_in_sql_is_turned_off_by_the_cache_configuration(caches, source):
+    sql_cache, _ = caches
+    engine, kind = source
+    write_source(engine, kind, GOOD_ROWS)
+    config = DataSourceConfig(name="jde", system="jde", url=engine.url.render_as_string())
+    plan = SqlFetcher(engine, config, table_config()).decoding
+    assert plan is not None
+    url = sql_cache.url.render_as_string(hide_password=False)
+
+    on = cache_resource(CacheConfig(url=url)).writer()
+    off = cache_resource(CacheConfig(url=url, decode_in_sql=False)).writer()
+
+    assert (on.decodes(plan), off.decodes(plan)) == (True, False)

@@ -17,7 +17,7 @@ import sqlglot
 from sqlglot import exp
 
 from datasync_dagster.config import DataSourceConfig, TableConfig
-from datasync_dagster.errors import SourceError
+from datasync_dagster.errors import ConfigError, SourceError
 from datasync_dagster.fetchers import create_source_engine, fetcher_for
 from datasync_dagster.fetchers.sybase import (
     OdbcFetcher,
@@ -208,6 +208,42 @@ def test_no_rounding_of_the_bound_can_pass_the_row_the_watermark_came_from(tick:
     server_bound = math.ceil((bound - second).total_seconds() * 300)
     assert server_bound < tick
     assert bound.microsecond % 1000 == 0
+
+
+def test_a_lookback_starts_the_read_that_much_and_two_ase_ticks_earlier_in_whole_milliseconds():
+    table = CONTRACTS.model_copy(update={"lookback": dt.timedelta(hours=1)})
+
+    sql, parameters = OdbcFetcher(FakeAse(), CMS, table).select((MODIFIED,))
+
+    assert sql.endswith(' WHERE "last_modified" >= ?')
+    assert parameters == [dt.datetime(2024, 3, 1, 10, 59, 59, 996000)]
+
+
+def test_with_a_lookback_only_the_first_watermark_column_limits_the_read():
+    table = CONTRACTS.model_copy(
+        update={"watermark": ["last_modified", "contract_id"], "lookback": dt.timedelta(days=1)}
+    )
+
+    sql, parameters = OdbcFetcher(FakeAse(), CMS, table).select((MODIFIED, 10002))
+
+    assert sql.endswith(' WHERE "last_modified" >= ?')
+    assert parameters == [dt.datetime(2024, 2, 29, 11, 59, 59, 996000)]
+    assert sqlglot.parse_one(sql.replace("?", "NULL"), read="tsql").args["where"] is not None
+
+
+def test_a_lookback_on_a_watermark_column_that_holds_no_date_is_refused_naming_it():
+    table = CONTRACTS.model_copy(
+        update={"watermark": ["contract_id"], "lookback": dt.timedelta(hours=1)}
+    )
+
+    with pytest.raises(ConfigError) as raised:
+        OdbcFetcher(FakeAse(), CMS, table)
+
+    assert str(raised.value) == (
+        "table `cms_contracts`: `lookback` cannot move back the first watermark column "
+        "`contract_id`, of type INTEGER; lead `watermark` with a date or datetime column, or one "
+        "with the `julian_date` decode rule, or remove `lookback`"
+    )
 
 
 def test_rows_stream_in_batches_and_the_watermark_tracks_the_highest_raw_value():

@@ -41,6 +41,7 @@ class CacheResource(dg.ConfigurableResource):
 
     url: str
     db_schema: str | None = None
+    decode_in_sql: bool = True
 
     @property
     def engine(self) -> sa.Engine:
@@ -50,7 +51,7 @@ class CacheResource(dg.ConfigurableResource):
 
     def writer(self) -> CacheWriter:
         """The cache writer of this database's dialect."""
-        return writer_for(self.engine, self.db_schema)
+        return writer_for(self.engine, self.db_schema, decode_in_sql=self.decode_in_sql)
 
     def audit(self) -> AuditLog:
         """The `DataUpdate` log, created in the cache the first time a process asks for it."""
@@ -91,7 +92,9 @@ class SourceResource(dg.ConfigurableResource):
 
 def cache_resource(cache: CacheConfig) -> CacheResource:
     """The cache resource of a configuration."""
-    return CacheResource(url=_url(cache), db_schema=cache.schema_)
+    return CacheResource(
+        url=_url(cache), db_schema=cache.schema_, decode_in_sql=cache.decode_in_sql
+    )
 
 
 def source_resource(source: DataSourceConfig) -> SourceResource:

@@ -11,6 +11,7 @@ from typing import Any
 from datasync_dagster.errors import DecodeError
 
 _MIDNIGHT = time(0, 0, 0)
+_FIRST_YEAR = 1900
 _LAST_YEAR = 9999
 
 
@@ -19,13 +20,21 @@ def julian_to_date(value: int | None) -> date | None:
     if value is None or value == 0:
         return None
     number = _whole(value, "a Julian date CYYDDD")
-    year, day = 1900 + number // 1000, number % 1000
+    year, day = _FIRST_YEAR + number // 1000, number % 1000
     if number < 0 or year > _LAST_YEAR:
         raise ValueError(f"`{value}` is not a Julian date CYYDDD")
     days_in_year = 366 if calendar.isleap(year) else 365
     if not 1 <= day <= days_in_year:
         raise ValueError(f"`{value}` is not a Julian date CYYDDD (day {day} of {year})")
     return date(year, 1, 1) + timedelta(days=day - 1)
+
+
+def date_to_julian(day: date) -> int:
+    """Encode a date as a JDE Julian date CYYDDD, the inverse of `julian_to_date`: 2024-02-29
+    is 124060; a date before 1900 has no CYYDDD."""
+    if day.year < _FIRST_YEAR:
+        raise ValueError(f"`{day}` is before {_FIRST_YEAR} and has no Julian date CYYDDD")
+    return (day.year - _FIRST_YEAR) * 1000 + day.timetuple().tm_yday
 
 
 def hhmmss_to_time(value: int | None) -> time | None:

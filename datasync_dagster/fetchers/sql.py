@@ -29,7 +29,7 @@ class SqlFetcher(PlannedFetcher):
         super().__init__(self._reflect(), source, table)
 
     def select(self, since: Watermark | None) -> sa.Select[Any]:
-        """The statement that reads the rows at or past `since`."""
+        """The statement that reads the rows at or past `since` (from `read_start(since)`)."""
         source = sa.table(
             self._table.source_table,
             *[sa.column(c.source_name or c.name, c.type) for c in self._raw],
@@ -37,7 +37,7 @@ class SqlFetcher(PlannedFetcher):
         )
         statement = sa.select(*source.columns)
         if since is not None:
-            statement = statement.where(self._at_or_past(source, since))
+            statement = statement.where(self._at_or_past(source, self.read_start(since)))
         return statement
 
     def read(self, since: Watermark | None, batch_size: int) -> Iterator[Batch]:
@@ -100,17 +100,20 @@ class SqlFetcher(PlannedFetcher):
             return source_name.upper()
         return source_name
 
-    def _at_or_past(self, source: sa.TableClause, since: Watermark) -> sa.ColumnElement[bool]:
-        columns = [source.columns[i] for i in self._watermark_at]
+    def _at_or_past(self, source: sa.TableClause, start: Watermark) -> sa.ColumnElement[bool]:
+        # `start` has a value for each of the leading watermark columns it compares.
+        columns = [source.columns[i] for i in self._watermark_at[: len(start)]]
+        if len(columns) == 1:
+            return columns[0] >= start[0]
         # Lexicographic "at or past": (c1 > v1) or (c1 = v1 and c2 >= v2) ..., led by c1 >= v1
         # so that an index on the watermark columns serves the query.
         alternatives = []
         for depth in range(len(columns)):
-            equal = [columns[j] == since[j] for j in range(depth)]
+            equal = [columns[j] == start[j] for j in range(depth)]
             last = (
-                columns[depth] >= since[depth]
+                columns[depth] >= start[depth]
                 if depth == len(columns) - 1
-                else (columns[depth] > since[depth])
+                else (columns[depth] > start[depth])
             )
             alternatives.append(sa.and_(*equal, last))
-        return sa.and_(columns[0] >= since[0], sa.or_(*alternatives))
+        return sa.and_(columns[0] >= start[0], sa.or_(*alternatives))

@@ -115,13 +115,16 @@ class OdbcFetcher(PlannedFetcher):
         super().__init__(self._describe(), source, table)
 
     def select(self, since: Watermark | None) -> tuple[str, list[Any]]:
-        """The statement that reads the rows at or past `since`, and its parameters."""
+        """The statement that reads the rows at or past `since` (from `read_start(since)`),
+        and its parameters."""
         columns = ", ".join(quote(_QUOTING, c.source_name or c.name) for c in self._raw)
         sql = f"SELECT {columns} FROM {self._from()}"
         if since is None:
             return sql, []
-        names = [quote(_QUOTING, self._raw[i].source_name or "") for i in self._watermark_at]
-        where, parameters = at_or_past(names, self._bound(since))
+        start = self._bound(self.read_start(since))
+        compared = self._watermark_at[: len(start)]
+        names = [quote(_QUOTING, self._raw[i].source_name or "") for i in compared]
+        where, parameters = at_or_past(names, start)
         return f"{sql} WHERE {where}", parameters
 
     def read(self, since: Watermark | None, batch_size: int) -> Iterator[Batch]:

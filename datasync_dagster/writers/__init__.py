@@ -34,15 +34,19 @@ _WRITERS = {
 SQLITE_BUSY_SECONDS = 120
 
 
-def writer_for(engine: sa.Engine, schema: str | None = None) -> CacheWriter:
-    """The writer for the cache database behind `engine`."""
+def writer_for(
+    engine: sa.Engine, schema: str | None = None, *, decode_in_sql: bool = True
+) -> CacheWriter:
+    """The writer for the cache database behind `engine`; with `decode_in_sql` off, JDE
+    decoding is done in Python even where the dialect could do it in SQL."""
     name = engine.dialect.name
     if name not in _WRITERS:
         raise ConfigError(
             f"cache dialect `{name}` has no writer; use one of {sorted(_WRITERS)} for the cache"
         )
     module, _, cls = _WRITERS[name].partition(":")
-    writer: CacheWriter = getattr(importlib.import_module(module), cls)(engine, schema)
+    made = getattr(importlib.import_module(module), cls)
+    writer: CacheWriter = made(engine, schema, decode_in_sql=decode_in_sql)
     return writer
 
 

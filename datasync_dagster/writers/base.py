@@ -65,10 +65,11 @@ class CacheWriter(ABC):
 
     dialect_name: ClassVar[str]
 
-    def __init__(self, engine: sa.Engine, schema: str | None = None):
+    def __init__(self, engine: sa.Engine, schema: str | None = None, *, decode_in_sql: bool = True):
         self.engine = engine
         self.schema = schema
         self.dialect = engine.dialect
+        self.decode_in_sql = decode_in_sql
 
     def q(self, name: str) -> str:
         """A quoted identifier of this cache's dialect."""
@@ -80,9 +81,10 @@ class CacheWriter(ABC):
         return None
 
     def decodes(self, plan: DecodePlan) -> bool:
-        """Whether this cache decodes `plan` in SQL, from raw staged rows."""
+        """Whether this cache decodes `plan` in SQL, from raw staged rows: when its dialect can,
+        unless `decode_in_sql` was turned off."""
         decoder = self.sql_decoder
-        return decoder is not None and decoder.can_decode(plan)
+        return self.decode_in_sql and decoder is not None and decoder.can_decode(plan)
 
     def table_name(self, name: str) -> str:
         """A quoted cache table name with its schema."""
@@ -290,8 +292,8 @@ class CacheWriter(ABC):
             raise refusal
         raise DecodeError(
             f"table `{staging.target}`, row {plan.key_of(tuple(row))}: raw values {tuple(row)} "
-            "decode in Python but not in the cache's SQL; sync the table into a cache without "
-            "SQL decoding, and report the values"
+            "decode in Python but not in the cache's SQL; set `decode_in_sql: false` under "
+            "`cache` to decode in Python meanwhile, and report the values"
         )
 
     def create_staging(self, connection: sa.Connection, staging: StagingTable) -> None:
