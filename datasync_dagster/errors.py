@@ -39,3 +39,7 @@ class SyncInterrupted(DataSyncError):
 
 class CacheTableDrift(SchemaMismatch):
     """The existing cache table no longer fits the columns or the key that the sync produces."""
+
+
+class CacheRefusedValue(DataSyncError):
+    """The cache database refused a value: it does not fit its column."""

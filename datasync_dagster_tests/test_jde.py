@@ -281,3 +281,16 @@ def test_an_empty_batch_decodes_to_an_empty_batch():
     plan = DecodePlan(RAW_COLUMNS, sales_config(), trim_strings=True)
 
     assert list(plan.apply([])) == []
+
+
+def test_a_rule_for_a_column_that_is_not_read_is_a_config_error():
+    config = sales_config(decode={"SDLITMX": "trim", "SDDOCO": "julian_date"})
+
+    with pytest.raises(ConfigError) as raised:
+        DecodePlan(RAW_COLUMNS[:2], config, trim_strings=False)
+
+    assert str(raised.value) == (
+        "table `f4211`: `decode` has rules for ['SDLITMX'], which are not columns read from "
+        "`F4211`; fix the names (the columns read are ['SDDOCO', 'SDLITM']), or add them to "
+        "`columns`"
+    )

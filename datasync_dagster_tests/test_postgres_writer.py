@@ -7,6 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from datasync_dagster.config import DataSourceConfig, TableConfig
+from datasync_dagster.errors import CacheRefusedValue
 from datasync_dagster.fetchers import ColumnSpec
 from datasync_dagster.writers import writer_for
 from datasync_dagster_tests.fixtures import SyncedTable
@@ -116,8 +117,13 @@ def test_an_integer_beyond_the_cache_columns_range_fails_the_sync_instead_of_wra
     orders.sync("mass")
     at_source(orders, "UPDATE ORDERS SET QTY = 3000000000 WHERE ID = 1")
 
-    with pytest.raises(sa.exc.DataError, match="out of range"):
+    with pytest.raises(CacheRefusedValue) as refused:
         orders.sync("mass")
+
+    assert str(refused.value) == (
+        "cache table `ORDERS` refused a value: integer out of range; widen the cache column (or "
+        "drop it, and the next Mass sync makes it afresh), or fix the source row"
+    )
 
     assert cached(orders)[0] == (1, "A", 10, "first", 0.5)
 

@@ -14,11 +14,12 @@ from datasync_dagster.audit import AuditLog
 from datasync_dagster.config import CacheConfig, DataSourceConfig, TableConfig
 from datasync_dagster.defs.resources import cache_resource
 from datasync_dagster.engine import sync_table
-from datasync_dagster.errors import DecodeError
+from datasync_dagster.errors import CacheRefusedValue, DecodeError
 from datasync_dagster.fetchers.decoding import DecodePlan
 from datasync_dagster.fetchers.sql import SqlFetcher
 from datasync_dagster.writers import CacheWriter, writer_for
-from datasync_dagster.writers.sql_decoding import SqlDecoder
+from datasync_dagster.writers.sql_decoding import SqlDecoder, SqliteDecoder
+from datasync_dagster.writers.sqlite import SqliteWriter
 
 TABLE = "RAWVALUES"
 
@@ -61,6 +62,7 @@ BAD_VALUES = [
 COLUMN_TYPES = {
     "integer": sa.BigInteger(),
     "numeric": sa.Numeric(18, 2),
+    "unbounded": sa.Numeric(),
 }
 
 
@@ -124,7 +126,7 @@ def caches(request, sqlite_url, make_cache_engine) -> tuple[sa.Engine, sa.Engine
     return make_cache_engine(databases.create()), make_cache_engine(databases.create())
 
 
-@pytest.fixture(params=list(COLUMN_TYPES), ids=lambda k: f"raw={k}")
+@pytest.fixture(params=["integer", "numeric"], ids=lambda k: f"raw={k}")
 def source(request, sqlite_url, make_engine) -> tuple[sa.Engine, str]:
     return make_engine(sqlite_url("source")), request.param
 
@@ -217,3 +219,83 @@ def test_decoding_in_sql_is_turned_off_by_the_cache_configuration(caches, source
     off = cache_resource(CacheConfig(url=url, decode_in_sql=False)).writer()
 
     assert (on.decodes(plan), off.decodes(plan)) == (True, False)
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("column", ["JDATE", "HTIME", "AMOUNT", "STIME"])
+def test_nan_and_infinities_are_refused_in_sql_as_in_python(caches, pg_databases, column, value):
+    sql_cache, python_cache = caches
+    # PostgreSQL's NUMERIC holds NaN and infinities, as an Oracle NUMBER does not.
+    engine = sa.create_engine(pg_databases.create())
+    names = ["ID", "JDATE", "HTIME", "AMOUNT", "WHOLE", "SDATE", "STIME", "LABEL"]
+    bad = list(GOOD_ROWS[0])
+    bad[0], bad[names.index(column)] = 99, Decimal(value)
+    try:
+        write_source(engine, "unbounded", [GOOD_ROWS[0], tuple(bad)])
+
+        with pytest.raises(DecodeError) as in_sql:
+            sync_into(engine, sql_cache, writer_for(sql_cache))
+        with pytest.raises(DecodeError) as in_python:
+            sync_into(engine, python_cache, writer_for(python_cache, decode_in_sql=False))
+    finally:
+        engine.dispose()
+
+    assert str(in_sql.value) == str(in_python.value)
+    assert value in str(in_sql.value)
+    assert not sa.inspect(sql_cache).has_table(TABLE)
+
+
+@pytest.mark.parametrize("decode_in_sql", [True, False], ids=["in-sql", "in-python"])
+def test_an_amount_too_large_for_its_cache_column_is_refused_in_plain_words(
+    pg_databases, make_cache_engine, decode_in_sql
+):
+    engine = sa.create_engine(pg_databases.create())
+    cache = make_cache_engine(pg_databases.create())
+    huge = list(GOOD_ROWS[0])
+    huge[0], huge[3] = 99, Decimal("1e40")
+    try:
+        write_source(engine, "unbounded", [GOOD_ROWS[0], tuple(huge)])
+        with pytest.raises(CacheRefusedValue) as refused:
+            sync_into(engine, cache, writer_for(cache, decode_in_sql=decode_in_sql))
+    finally:
+        engine.dispose()
+
+    message = str(refused.value)
+    assert message.startswith(f"cache table `{TABLE}` refused a value: numeric field overflow")
+    assert message.endswith(
+        "widen the cache column (or drop it, and the next Mass sync makes it afresh), "
+        "or fix the source row"
+    )
+    assert "INSERT" not in message and "MERGE" not in message
+    [failed] = AuditLog(cache).history("raw_values")
+    assert failed.success is False and failed.error == f"CacheRefusedValue: {message}"
+
+
+class RefusingEverything(SqliteDecoder):
+    """A decoder whose SQL refuses every row, as a wrong rule would."""
+
+    def refused(self, plan: DecodePlan, ref: Any) -> str:
+        return "1 = 1"
+
+
+class RefusingWriter(SqliteWriter):
+    @property
+    def sql_decoder(self) -> SqlDecoder:
+        return RefusingEverything()
+
+
+def test_sql_that_refuses_what_python_decodes_says_how_to_go_on(
+    sqlite_url, make_engine, make_cache_engine
+):
+    engine = make_engine(sqlite_url("source"))
+    cache = make_cache_engine(sqlite_url("cache"))
+    write_source(engine, "integer", GOOD_ROWS[:1])
+
+    with pytest.raises(DecodeError) as refused:
+        sync_into(engine, cache, RefusingWriter(cache))
+
+    assert str(refused.value) == (
+        "table `raw_values`, row (ID) = (1,): its raw values decode in Python but not in the "
+        "cache's SQL; set `decode_in_sql: false` under `cache` to decode in Python meanwhile, "
+        "and report the values"
+    )

@@ -77,6 +77,7 @@ class DecodePlan:
         self._steps: list[ColumnStep | int] = []
         self._columns: list[ColumnSpec] = []
         self.decoded: list[DecodedColumn] = []
+        _check_rules_name_columns(table, self._index)
         for i, column in enumerate(raw):
             rule = _rule_for(table, column.name)
             if rule is None and trim_strings and _is_char(column.type):
@@ -85,6 +86,11 @@ class DecodePlan:
         for name, rule in table.decode.items():
             if isinstance(rule, Timestamp):
                 self._add_timestamp(name, rule, table)
+
+    @property
+    def table_name(self) -> str:
+        """The configured name of the table this plan decodes."""
+        return self._table
 
     @property
     def columns(self) -> list[ColumnSpec]:
@@ -170,6 +176,21 @@ class DecodePlan:
         self._steps.append(_timestamp_step(date_at, time_at, name))
         self._columns.append(ColumnSpec(name=name, type=sa.DateTime(), nullable=True))
         self.decoded.append(DecodedColumn(self._columns[-1], (date_at, time_at), rule))
+
+
+def _check_rules_name_columns(table: TableConfig, read: dict[str, int]) -> None:
+    """A rule for a column that is not read is a typo that would sync the raw value silently."""
+    unknown = [
+        name
+        for name, rule in table.decode.items()
+        if not isinstance(rule, Timestamp) and name.upper() not in read
+    ]
+    if unknown:
+        raise ConfigError(
+            f"table `{table.name}`: `decode` has rules for {unknown}, which are not columns read "
+            f"from `{table.source_table}`; fix the names (the columns read are "
+            f"{sorted(read)}), or add them to `columns`"
+        )
 
 
 def _rule_for(table: TableConfig, column: str) -> Rule | None:

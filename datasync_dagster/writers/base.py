@@ -9,11 +9,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import sqlalchemy as sa
 
-from datasync_dagster.errors import DecodeError, DuplicateKeys, SchemaMismatch
+from datasync_dagster.errors import (
+    CacheRefusedValue,
+    DecodeError,
+    DuplicateKeys,
+    SchemaMismatch,
+)
 from datasync_dagster.fetchers.base import Batch, ColumnSpec
 from datasync_dagster.fetchers.decoding import DecodePlan
 from datasync_dagster.identifiers import checked, qualified, quote
@@ -192,6 +197,10 @@ class CacheWriter(ABC):
         """The type a cache column gets for a decoded source type; dialects refine it."""
         return type_
 
+    def staged_type(self, type_: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
+        """The type a staged raw value of source type `type_` is read back as."""
+        return self.cache_type(type_)
+
     def add_column(
         self, connection: sa.Connection, staging: StagingTable, column: ColumnSpec
     ) -> None:
@@ -200,8 +209,8 @@ class CacheWriter(ABC):
             f"ALTER TABLE {self.table_name(staging.target)} ADD {self.q(column.name)} {type_sql}"
         )
         log.warning(
-            "cache table %s gained column %s from the source; rows synced before stay NULL "
-            "there until the next Mass sync",
+            "cache table %s gained column %s from the source; rows this sync does not read "
+            "stay NULL there until a Mass sync reads them",
             staging.target,
             column.name,
         )
@@ -246,14 +255,15 @@ class CacheWriter(ABC):
         return self.q(f"{staging.name}_raw")
 
     def decode_raw(
-        self, connection: sa.Connection, staging: StagingTable, into: str, rows: int
+        self, connection: sa.Connection, staging: StagingTable, into: str, batch: Batch
     ) -> None:
-        """Decode the `rows` raw rows just loaded into the table `into` (quoted), and empty the
-        raw table for the next batch. A value a decoding rule refuses raises `DecodeError`.
+        """Decode the raw rows of `batch`, just loaded, into the table `into` (quoted), and empty
+        the raw table for the next batch. A value a decoding rule refuses raises `DecodeError`.
 
         Decoding batch by batch lets the server decode one batch while the next is read. The
         one INSERT leaves out refused rows, so that their check costs no scan of its own; when
-        it inserts fewer rows than were loaded, the refused row is looked up for the error."""
+        it inserts fewer rows than were loaded, the batch is decoded in Python for the error,
+        which so reads as it would on a cache that decodes in Python."""
         plan, decoder = staging.decoding, self.sql_decoder
         assert plan is not None and decoder is not None
         ref = partial(self.raw_ref, staging)
@@ -263,37 +273,35 @@ class CacheWriter(ABC):
             f"INSERT INTO {into} ({columns}) SELECT {', '.join(decoder.values(plan, ref))} "
             f"FROM {self.raw_staging_ref(staging)}" + (f" WHERE NOT ({refused})" if refused else "")
         ).rowcount
-        if inserted < rows:
-            self.check_decodable(connection, staging)
+        if inserted < len(batch):
+            self.raise_refusal(connection, staging, batch)
         self.empty_raw(connection, staging)
 
     def empty_raw(self, connection: sa.Connection, staging: StagingTable) -> None:
         """Remove the raw rows once they are decoded."""
         connection.exec_driver_sql(f"DELETE FROM {self.raw_staging_ref(staging)}")
 
-    def check_decodable(self, connection: sa.Connection, staging: StagingTable) -> None:
-        """Raise `DecodeError` for a staged raw row that a decoding rule refuses, in the words
-        of the Python rule, with the row's key."""
+    def raise_refusal(
+        self, connection: sa.Connection, staging: StagingTable, batch: Batch
+    ) -> NoReturn:
+        """Raise the `DecodeError` of the first row of `batch` a rule refuses; if Python decodes
+        them all, the SQL refused what it should not have, and the error says so."""
         plan, decoder = staging.decoding, self.sql_decoder
         assert plan is not None and decoder is not None
-        condition = decoder.refused(plan, partial(self.raw_ref, staging))
-        if condition is None:
-            return
-        values = ", ".join(self.raw_ref(staging, i) for i in range(len(plan.raw_columns)))
-        # Read back as the fetcher read them: SQLite, say, keeps decimals as floats.
-        statement = sa.text(
-            f"SELECT {values} FROM {self.raw_staging_ref(staging)} WHERE {condition} LIMIT 1"
-        ).columns(*[sa.column(c.name, self.cache_type(c.type)) for c in plan.raw_columns])
-        row = connection.execute(statement).first()
-        if row is None:
-            return
-        refusal = plan.refusal([tuple(row)])
+        refusal = plan.refusal(batch)
         if refusal is not None:
             raise refusal
+        condition = decoder.refused(plan, partial(self.raw_ref, staging)) or "false"
+        values = ", ".join(self.raw_ref(staging, i) for i in range(len(plan.raw_columns)))
+        statement = sa.text(
+            f"SELECT {values} FROM {self.raw_staging_ref(staging)} WHERE {condition} LIMIT 1"
+        ).columns(*[sa.column(c.name, self.staged_type(c.type)) for c in plan.raw_columns])
+        row = connection.execute(statement).first()
+        which = f"row {plan.key_of(tuple(row))}" if row is not None else "a row"
         raise DecodeError(
-            f"table `{staging.target}`, row {plan.key_of(tuple(row))}: raw values {tuple(row)} "
-            "decode in Python but not in the cache's SQL; set `decode_in_sql: false` under "
-            "`cache` to decode in Python meanwhile, and report the values"
+            f"table `{plan.table_name}`, {which}: its raw values decode in Python but not in the "
+            "cache's SQL; set `decode_in_sql: false` under `cache` to decode in Python "
+            "meanwhile, and report the values"
         )
 
     def create_staging(self, connection: sa.Connection, staging: StagingTable) -> None:
@@ -328,15 +336,29 @@ class Staging:
 
     def load(self, batch: Batch) -> None:
         if batch:
-            with self._connection.begin():
+            with self.refusing_bad_values(), self._connection.begin():
                 self._writer.load(self._connection, self.table, batch)
             self.rows += len(batch)
 
     def merge(self, *, delete_missing: bool) -> MergeCounts:
         """Create or widen the cache table and merge into it, in one transaction."""
-        with self._writer.merge_transaction(self._connection):
+        with self.refusing_bad_values(), self._writer.merge_transaction(self._connection):
             self._writer.prepare_cache_table(self._connection, self.table)
             return self._writer.merge(self._connection, self.table, delete_missing=delete_missing)
+
+    @contextmanager
+    def refusing_bad_values(self) -> Iterator[None]:
+        """A value the cache refuses (too long, too large for its column) becomes
+        `CacheRefusedValue`, in the database's words but without the statement."""
+        try:
+            yield
+        except sa.exc.DataError as e:
+            words = " ".join(str(e.orig).split())
+            raise CacheRefusedValue(
+                f"cache table `{self.table.target}` refused a value: {words}; widen the cache "
+                "column (or drop it, and the next Mass sync makes it afresh), or fix the "
+                "source row"
+            ) from e
 
 
 def _keys_as_columns(keys: Sequence[str], columns: Sequence[ColumnSpec], target: str) -> list[str]:

@@ -161,7 +161,7 @@ class PostgresWriter(CacheWriter):
             self.copy_rows(connection, into, staging, batch, as_text)
             return
         self.copy_rows(connection, self.raw_staging_ref(staging), staging, batch, as_text)
-        self.decode_raw(connection, staging, into, len(batch))
+        self.decode_raw(connection, staging, into, batch)
 
     def copy_rows(
         self,
@@ -349,14 +349,15 @@ class _FirstLoad(Staging):
         if batch:
             writer = self._writer
             assert isinstance(writer, PostgresWriter)
-            writer.load_into(
-                self._connection, writer.table_name(self.table.target), self.table, batch
-            )
+            with self.refusing_bad_values():
+                into = writer.table_name(self.table.target)
+                writer.load_into(self._connection, into, self.table, batch)
             self.rows += len(batch)
 
     def merge(self, *, delete_missing: bool) -> MergeCounts:
-        add_primary_key(self._writer, self._connection, self.table)
-        self._connection.commit()
+        with self.refusing_bad_values():
+            add_primary_key(self._writer, self._connection, self.table)
+            self._connection.commit()
         return MergeCounts(upserted=self.rows, deleted=0)
 
 

@@ -175,7 +175,13 @@ class PostgresDecoder(SqlDecoder):
     """PostgreSQL: dates by `make_date`, times by `make_time`, amounts as exact NUMERIC."""
 
     def not_whole(self, value: str, type_: sa.types.TypeEngine[Any]) -> str | None:
-        return None if isinstance(type_, sa.Integer) else f"{value} <> trunc({value})"
+        if isinstance(type_, sa.Integer):
+            return None
+        # NUMERIC also holds NaN and infinities, which `trunc` leaves as they are.
+        return (
+            f"CASE WHEN {value} IN ('NaN', 'Infinity', '-Infinity') THEN true "
+            f"ELSE {value} <> trunc({value}) END"
+        )
 
     def integer(self, value: str, type_: sa.types.TypeEngine[Any]) -> str:
         return value if isinstance(type_, sa.Integer) else f"({value})::bigint"
@@ -210,10 +216,12 @@ class SqliteDecoder(SqlDecoder):
     64-bit floats for amounts (divided once, so rounded as Python's `float(Decimal)` is)."""
 
     def not_whole(self, value: str, type_: sa.types.TypeEngine[Any]) -> str | None:
-        # Any column may hold any value in SQLite; only integers and whole reals are whole.
+        # Any column may hold any value in SQLite; only integers and whole, finite reals are
+        # whole (`round` keeps reals past the 64-bit integers whole, where CAST would clip
+        # them). SQLite keeps no NaN: `SqliteWriter` stages a non-finite decimal as text.
         return (
-            f"NOT (typeof({value}) = 'integer' OR "
-            f"(typeof({value}) = 'real' AND {value} = CAST({value} AS INTEGER)))"
+            f"NOT (typeof({value}) = 'integer' OR (typeof({value}) = 'real' "
+            f"AND {value} = round({value}) AND abs({value}) < 1e308))"
         )
 
     def integer(self, value: str, type_: sa.types.TypeEngine[Any]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,6 +28,11 @@ class SqliteWriter(CacheWriter):
 
     def staging_ref(self, staging: StagingTable) -> str:
         return f"temp.{self.q(staging.name)}"
+
+    def staged_type(self, type_: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
+        if isinstance(type_, sa.Numeric) and not isinstance(type_, sa.Float):
+            return _StagedDecimal()
+        return super().staged_type(type_)
 
     def raw_staging_ref(self, staging: StagingTable) -> str:
         return f"temp.{self.q(staging.name + '_raw')}"
@@ -65,8 +71,11 @@ class SqliteWriter(CacheWriter):
 
     def load(self, connection: sa.Connection, staging: StagingTable, batch: Batch) -> None:
         processors = self._processors(staging.loaded_columns)
+        if staging.decoding is not None:
+            processors = [_keeping_non_finite(p) for p in processors]
+        bound = batch
         if any(processors):
-            batch = [
+            bound = [
                 tuple(p(v) if p else v for p, v in zip(processors, row, strict=True))
                 for row in batch
             ]
@@ -74,9 +83,9 @@ class SqliteWriter(CacheWriter):
         into = self.raw_staging_ref(staging) if raw else self.staging_ref(staging)
         marks = ", ".join("?" for _ in staging.loaded_columns)
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        cursor.executemany(f"INSERT INTO {into} VALUES ({marks})", batch)
+        cursor.executemany(f"INSERT INTO {into} VALUES ({marks})", bound)
         if raw:
-            self.decode_raw(connection, staging, self.staging_ref(staging), len(batch))
+            self.decode_raw(connection, staging, self.staging_ref(staging), batch)
 
     def merge(
         self, connection: sa.Connection, staging: StagingTable, *, delete_missing: bool
@@ -125,3 +134,30 @@ class SqliteWriter(CacheWriter):
             self.cache_type(c.type).dialect_impl(self.dialect).bind_processor(self.dialect)
             for c in columns
         ]
+
+
+def _keeping_non_finite(processor: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+    """A decimal's bind processor that stages NaN and infinities as their text, not as NULL
+    (which is what SQLite makes of a NaN): the decoding rules then see them and refuse them."""
+    if processor is None:
+        return None
+    bind = processor
+
+    def finite_or_text(value: Any) -> Any:
+        if isinstance(value, Decimal) and not value.is_finite():
+            return str(value)
+        return bind(value)
+
+    return finite_or_text
+
+
+class _StagedDecimal(sa.types.TypeDecorator[Decimal]):
+    """A staged raw decimal read back: a float or integer, or the text of a NaN or infinity."""
+
+    impl = sa.types.NullType
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return Decimal(value) if isinstance(value, (int, str)) else Decimal(repr(value))
