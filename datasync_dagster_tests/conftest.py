@@ -6,6 +6,7 @@
   `.create()` for each.
 - `sqlite_url`: call it with a name for the URL of an SQLite file under the test's `tmp_path`.
 - `make_engine`, `make_cache_engine`: engines that are disposed after the test.
+- `cache_engine`, `source_engine` (`fixtures/dialects.py`): a test runs once per dialect.
 
 The JDE-shaped source table and other helpers are in `datasync_dagster_tests.fixtures`.
 """
@@ -27,6 +28,9 @@ from datasync_dagster_tests.fixtures.servers import (
     server_databases,
     sqlite_file_url,
 )
+
+# `cache_engine` and `source_engine`, once per dialect.
+pytest_plugins = ["datasync_dagster_tests.fixtures.dialects"]
 
 
 @pytest.fixture

@@ -30,8 +30,7 @@ from datasync_dagster_tests.fixtures import (
     sales_table_config,
     stored,
 )
-
-DIALECTS = ["sqlite", "postgresql"]
+from datasync_dagster_tests.fixtures.dialects import source_schema
 
 # Order lines with the edge cases of the encodings: leap days, the last day before 2000, no
 # requested date, midnight and 23:59:59, a credit line, a 15-digit amount, blank and padded text.
@@ -50,36 +49,6 @@ LINES = [
     SalesLine(kcoo="00200", doco=1003, uorg=Decimal("0.00"), aexp=Decimal("1234567890123.45")),
     SalesLine(doco=1004, lnid=Decimal("1.500"), dsc1="Bearing  6204 2RS", uprc=Decimal("0.0001")),
 ]
-
-
-# A PostgreSQL source keeps its tables in this schema of the test's database; the cache uses
-# the default schema of the same database.
-SOURCE_SCHEMA = "proddta"
-
-
-def url_of(dialect, name, request) -> str:
-    """An SQLite file of the test, or the test's one PostgreSQL database (`pg_url`)."""
-    if dialect == "sqlite":
-        return request.getfixturevalue("sqlite_url")(name)
-    return request.getfixturevalue("pg_url")
-
-
-@pytest.fixture(params=DIALECTS, ids=lambda d: f"cache={d}")
-def cache_engine(request, make_cache_engine) -> sa.Engine:
-    return make_cache_engine(url_of(request.param, "cache", request))
-
-
-@pytest.fixture(params=DIALECTS, ids=lambda d: f"source={d}")
-def source_engine(request, make_engine) -> sa.Engine:
-    engine = make_engine(url_of(request.param, "jde", request))
-    if request.param == "postgresql":
-        with engine.begin() as connection:
-            connection.execute(sa.schema.CreateSchema(SOURCE_SCHEMA))
-    return engine
-
-
-def source_schema(source_engine) -> str | None:
-    return SOURCE_SCHEMA if source_engine.dialect.name == "postgresql" else None
 
 
 @pytest.fixture

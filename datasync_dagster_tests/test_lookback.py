@@ -30,11 +30,8 @@ from datasync_dagster_tests.fixtures import (
     replace_sales_lines,
     sales_table_config,
 )
+from datasync_dagster_tests.fixtures.dialects import source_schema
 from datasync_dagster_tests.test_mariadb_source import mariadb_odbc
-
-DIALECTS = ["sqlite", "postgresql"]
-# A PostgreSQL source keeps its tables in this schema; the cache uses the default schema.
-SOURCE_SCHEMA = "proddta"
 
 # Order lines of two days; the last one, at 09:30 on 2024-03-01, sets the watermark.
 YESTERDAY = SalesLine(doco=1, upmj=date(2024, 2, 29), tday=time(16, 0))
@@ -45,43 +42,19 @@ LINES = [YESTERDAY, MORNING, LAST]
 LATE = SalesLine(doco=4, upmj=date(2024, 3, 1), tday=time(9, 10))
 
 
-def url_of(dialect: str, name: str, request: pytest.FixtureRequest) -> str:
-    if dialect == "sqlite":
-        return request.getfixturevalue("sqlite_url")(name)
-    return request.getfixturevalue("pg_url")
-
-
-@pytest.fixture(params=DIALECTS, ids=lambda d: f"cache={d}")
-def cache_engine(request, make_cache_engine) -> sa.Engine:
-    return make_cache_engine(url_of(request.param, "cache", request))
-
-
-@pytest.fixture(params=DIALECTS, ids=lambda d: f"source={d}")
-def source_engine(request, make_engine) -> sa.Engine:
-    engine = make_engine(url_of(request.param, "source", request))
-    if request.param == "postgresql":
-        with engine.begin() as connection:
-            connection.execute(sa.schema.CreateSchema(SOURCE_SCHEMA))
-    return engine
-
-
 @pytest.fixture
 def sqlite_source(sqlite_url, make_engine) -> sa.Engine:
     return make_engine(sqlite_url("source"))
 
 
-def schema_of(engine: sa.Engine) -> str | None:
-    return SOURCE_SCHEMA if engine.dialect.name == "postgresql" else None
-
-
 def wired(source_engine, cache_engine, table: TableConfig) -> SyncedTable:
     """`table` read from the source engine into the cache engine."""
-    source = jde_source(source_engine.url.render_as_string(), schema=schema_of(source_engine))
+    source = jde_source(source_engine.url.render_as_string(), schema=source_schema(source_engine))
     return SyncedTable(table, source, source_engine, cache_engine)
 
 
 def sales_lines(source_engine, lines=LINES) -> sa.Table:
-    return create_sales_table(source_engine, lines, schema=schema_of(source_engine))
+    return create_sales_table(source_engine, lines, schema=source_schema(source_engine))
 
 
 @pytest.mark.parametrize(
@@ -285,7 +258,7 @@ CONTRACTS_TABLE = TableConfig(
 
 def contracts_at(engine: sa.Engine, rows: list[dict[str, object]]) -> sa.Table:
     """The contracts table created at the source holding `rows`."""
-    contracts = CONTRACTS.to_metadata(sa.MetaData(), schema=schema_of(engine))
+    contracts = CONTRACTS.to_metadata(sa.MetaData(), schema=source_schema(engine))
     with engine.begin() as connection:
         contracts.create(connection)
         connection.execute(contracts.insert(), rows)
@@ -304,7 +277,7 @@ def test_a_row_written_in_the_repeated_hour_of_the_autumn_clock_change_is_read_w
     contracts = contracts_at(
         source_engine, [contract(1, BEFORE_THE_CHANGE), contract(2, FIRST_PASS)]
     )
-    url, schema = source_engine.url.render_as_string(), schema_of(source_engine)
+    url, schema = source_engine.url.render_as_string(), source_schema(source_engine)
     cms = DataSourceConfig(name="cms", system="cms", url=url, schema=schema)
     synced = SyncedTable(CONTRACTS_TABLE, cms, source_engine, cache_engine)
     first = synced.sync()
