@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.configs import ASSET, config
+from datasync_dagster.config import DataSyncConfig
 
 
 @dataclass(frozen=True)
@@ -38,19 +39,23 @@ def run(spec: Spec) -> dict[str, Any]:
     return {**outcome, "rss_mb": round(peak / 1024, 1)}
 
 
-def _run_engine(spec: Spec) -> dict[str, Any]:
-    from datasync_dagster.audit import AuditLog
-    from datasync_dagster.engine import sync_table
-    from datasync_dagster.fetchers import create_source_engine, fetcher_for
-    from datasync_dagster.writers import create_cache_engine, writer_for
-
-    settings = config(
+def _settings(spec: Spec) -> DataSyncConfig:
+    return config(
         spec.source_url,
         spec.cache_url,
         decode=spec.decode,
         decode_in_sql=spec.decode_in_sql,
         batch_size=spec.batch_size,
     )
+
+
+def _run_engine(spec: Spec) -> dict[str, Any]:
+    from datasync_dagster.audit import AuditLog
+    from datasync_dagster.engine import sync_table
+    from datasync_dagster.fetchers import create_source_engine, fetcher_for
+    from datasync_dagster.writers import create_cache_engine, writer_for
+
+    settings = _settings(spec)
     table, source = settings.tables[0], settings.sources[0]
     source_engine = create_source_engine(source)
     cache_engine = create_cache_engine(spec.cache_url)
@@ -82,13 +87,7 @@ def _run_dagster(spec: Spec) -> dict[str, Any]:
     from datasync_dagster.defs.assets import make_table_asset
     from datasync_dagster.defs.resources import make_resources
 
-    settings = config(
-        spec.source_url,
-        spec.cache_url,
-        decode=spec.decode,
-        decode_in_sql=spec.decode_in_sql,
-        batch_size=spec.batch_size,
-    )
+    settings = _settings(spec)
     asset = make_table_asset(settings.tables[0], settings)
     resources = make_resources(settings)
     run_config = {"ops": {ASSET: {"config": {"tier": spec.tier}}}}
