@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from operator import itemgetter
 from typing import Any
@@ -81,24 +81,33 @@ class PlannedFetcher(DataFetcher):
             yield from self.raw_batches(since, batch_size)
             return
         # Decoding is Python work like staging, so reading ahead on a thread would not pay.
-        for raw in self._watermarked(since, batch_size):
-            decoded = self._plan.apply(raw)
-            del raw
-            yield decoded
-            del decoded
+        rows = self._watermarked(since, batch_size)
+        try:
+            for raw in rows:
+                decoded = self._plan.apply(raw)
+                del raw
+                yield decoded
+                del decoded
+        finally:
+            # Closed now, not when collected: its source connection goes back at once.
+            rows.close()
 
     def raw_batches(self, since: Watermark | None, batch_size: int) -> Iterator[Batch]:
         # Reading is mostly waiting on the source, done meanwhile on a thread of its own.
         yield from read_ahead(self._watermarked(since, batch_size))
 
-    def _watermarked(self, since: Watermark | None, batch_size: int) -> Iterator[Batch]:
+    def _watermarked(self, since: Watermark | None, batch_size: int) -> Generator[Batch]:
         self._reached = since
         getter = itemgetter(*self._watermark_at) if self._watermark_at else None
-        for raw in self.read(since, batch_size):
-            if getter is not None:
-                self._advance(raw, getter)
-            yield raw
-            del raw
+        batches = self.read(since, batch_size)
+        try:
+            for raw in batches:
+                if getter is not None:
+                    self._advance(raw, getter)
+                yield raw
+                del raw
+        finally:
+            getattr(batches, "close", lambda: None)()
 
     def _position(self, name: str) -> int:
         for i, column in enumerate(self._raw):
