@@ -266,17 +266,23 @@ def loading(audit: AuditLog) -> bool:
     return True
 
 
+def killed_mid_sync(setup: Setup, audit: AuditLog, script: str) -> DataUpdate:
+    """Start `script`, and kill it outright once its `DataUpdate` row is open; that row."""
+    process = setup.start(script)
+    update: DataUpdate = wait_for(first_open_row(audit), process, setup, "the row was opened")
+    time.sleep(0.3)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    return update
+
+
 def test_a_killed_run_leaves_an_open_row_that_the_sweep_sensor_closes(
     tmp_path: Path, sqlite_url: Callable[[str], str], cache_audit: Callable[[str], AuditLog]
 ) -> None:
     setup = make_setup(tmp_path, sqlite_url("cache"))
     audit = cache_audit(setup.cache_url)
 
-    process = setup.start(DAGSTER_RUN)
-    update: DataUpdate = wait_for(first_open_row(audit), process, setup, "the row was opened")
-    time.sleep(0.3)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
+    update = killed_mid_sync(setup, audit, DAGSTER_RUN)
     assert audit.open_updates() == [update]
 
     (sweep,) = [
@@ -302,11 +308,7 @@ def test_the_next_sync_of_a_table_closes_the_row_its_killed_predecessor_left(
 ) -> None:
     setup = make_setup(tmp_path, sqlite_url("cache"))
     audit = cache_audit(setup.cache_url)
-    process = setup.start(ENGINE_SYNC)
-    left: DataUpdate = wait_for(first_open_row(audit), process, setup, "the row was opened")
-    time.sleep(0.3)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
+    left = killed_mid_sync(setup, audit, ENGINE_SYNC)
 
     source = sa.create_engine(setup.source_url)
     try:
